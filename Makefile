@@ -1,0 +1,26 @@
+# One command per routine task. See README.md.
+.PHONY: test lint crds control-plane control-plane-start control-plane-stop
+
+## test: lints, then the whole test suite on a freshly started local control plane
+test:
+	hack/test.sh
+
+## lint: rustfmt and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## crds: regenerate crds/ (and the chart's crds/) from the Rust types
+crds:
+	cargo run --quiet -- crdgen --write .
+
+## control-plane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, kubeconform
+control-plane:
+	hack/control-plane.sh build
+
+## control-plane-start / control-plane-stop: a local control plane in target/control-plane
+control-plane-start:
+	hack/control-plane.sh start
+
+control-plane-stop:
+	hack/control-plane.sh stop

@@ -1,0 +1,5 @@
+//! tokensmith: a Kubernetes operator that mints, rotates and revokes API
+//! access tokens declared as `AccessToken` and `AppRegistration` resources.
+
+pub mod api;
+pub mod crdgen;

@@ -1,0 +1,36 @@
+//! The checked-in CRD YAML must be exactly what the Rust types generate.
+
+use std::path::Path;
+
+#[test]
+fn checked_in_crds_match_the_rust_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rendered = tokensmith::crdgen::render();
+    assert_eq!(rendered.len(), 4, "one CRD per kind");
+    for folder in tokensmith::crdgen::CRD_FOLDERS {
+        let dir = root.join(folder);
+        if *folder != "crds" && !dir.exists() {
+            continue;
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{} is readable: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+        on_disk.sort();
+        let mut expected: Vec<String> = rendered.iter().map(|(f, _)| f.clone()).collect();
+        expected.sort();
+        assert_eq!(
+            on_disk, expected,
+            "{folder}/ holds exactly the generated CRDs; run `make crds`"
+        );
+        for (file, yaml) in &rendered {
+            let checked_in = std::fs::read_to_string(dir.join(file)).expect("readable CRD");
+            assert!(
+                checked_in == *yaml,
+                "{folder}/{file} differs from the Rust types: run `make crds` and commit the result"
+            );
+        }
+    }
+}

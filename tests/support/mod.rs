@@ -1,0 +1,210 @@
+//! Shared by every integration test: a real control plane, the project's CRDs
+//! installed on it, and a namespace of its own for each test.
+//!
+//! The control plane is the one named by `TOKENSMITH_TEST_KUBECONFIG` when that
+//! is set (the README's test command starts one for all test binaries, and any
+//! cluster may be named). Otherwise each test binary starts its own with
+//! `hack/control-plane.sh`, which stops it again as soon as the test binary
+//! exits, however it exits.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::{ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+pub const KUBECONFIG_ENV: &str = "TOKENSMITH_TEST_KUBECONFIG";
+
+/// Where the control plane is and how to reach it.
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+    /// Folder of the cached `kubectl`, `helm`, ... binaries.
+    pub bin_dir: PathBuf,
+}
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn control_plane_script() -> PathBuf {
+    repo_root().join("hack/control-plane.sh")
+}
+
+/// The control plane of this test binary, started on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+    CONTROL_PLANE.get_or_init(|| {
+        let bin_dir = PathBuf::from(run_script(&["bin-dir"]).trim());
+        let kubeconfig = match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) => PathBuf::from(path),
+            None => start_own_control_plane(),
+        };
+        let control_plane = ControlPlane {
+            kubeconfig,
+            bin_dir,
+        };
+        control_plane.install_crds();
+        control_plane
+    })
+}
+
+fn start_own_control_plane() -> PathBuf {
+    let dir = repo_root()
+        .join("target/tmp")
+        .join(format!("control-plane-{}", std::process::id()));
+    let pid = std::process::id().to_string();
+    run_script(&["start", dir.to_str().expect("utf-8 path"), &pid]);
+    dir.join("kubeconfig")
+}
+
+fn run_script(args: &[&str]) -> String {
+    let output = Command::new(control_plane_script())
+        .args(args)
+        .output()
+        .expect("hack/control-plane.sh runs");
+    assert!(
+        output.status.success(),
+        "hack/control-plane.sh {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+impl ControlPlane {
+    /// Runs `kubectl` against this control plane and returns its stdout; panics
+    /// with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = self.kubectl_output(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// Server-side applies every CRD in `crds/` and waits until each is served.
+    fn install_crds(&self) {
+        let crds = repo_root().join("crds");
+        let has_crds = std::fs::read_dir(&crds)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+            })
+            .unwrap_or(false);
+        if !has_crds {
+            return;
+        }
+        let dir = crds.to_str().expect("utf-8 path");
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=tokensmith-tests",
+            "-f",
+            dir,
+        ]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            dir,
+        ]);
+    }
+
+    /// A client for this control plane. Make one per test: a client belongs to
+    /// the Tokio runtime it was made on, and every test has its own runtime.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("readable kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("valid kubeconfig");
+        Client::try_from(config).expect("client from kubeconfig")
+    }
+}
+
+/// A namespace that exists for one test and is deleted when it is dropped,
+/// a panicking test included.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates a namespace named `PREFIX-<random>`.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", random_suffix());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("tokensmith.dev/test".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace created");
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and this also runs while
+        // a failed test unwinds.
+        let _ = control_plane().kubectl_output(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let n = RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("{:08x}", n as u32)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
