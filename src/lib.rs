@@ -2,4 +2,7 @@
 //! access tokens declared as `AccessToken` and `AppRegistration` resources.
 
 pub mod api;
+pub mod controller;
 pub mod crdgen;
+pub mod telemetry;
+pub mod token;

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kube::{Client, Config, config::KubeConfigOptions};
+use tokensmith::telemetry::{self, LogFormat};
 
 /// tokensmith: API access tokens declared as Kubernetes resources.
 #[derive(Parser)]
@@ -12,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile issuers and AccessTokens.
+    Run(RunArgs),
     /// Print the CRDs as YAML, or write them into `crds/` (and the chart's
     /// `crds/` when it exists) with --write.
     Crdgen {
@@ -21,24 +25,80 @@ enum Command {
     },
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(Args)]
+struct RunArgs {
+    /// The operator's namespace: ClusterTokenIssuer keys and the revocation
+    /// record live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tokensmith-system")]
+    namespace: String,
+    /// Names this instance in events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+    /// A kubeconfig to use instead of the in-cluster config or $KUBECONFIG.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long, value_enum, env = "TOKENSMITH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `tokensmith=debug,kube=info` (RUST_LOG wins).
+    #[arg(long, env = "TOKENSMITH_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
         Command::Crdgen { write: None } => {
             for (_, yaml) in tokensmith::crdgen::render() {
                 print!("---\n{yaml}");
             }
+            Ok(())
         }
-        Command::Crdgen { write: Some(root) } => match tokensmith::crdgen::write_all(&root) {
-            Ok(paths) => paths.iter().for_each(|p| println!("wrote {}", p.display())),
-            Err(error) => {
-                eprintln!(
-                    "error: could not write the CRDs under {}: {error}",
-                    root.display()
-                );
-                return std::process::ExitCode::FAILURE;
-            }
-        },
+        Command::Crdgen { write: Some(root) } => tokensmith::crdgen::write_all(&root)
+            .map(|paths| paths.iter().for_each(|p| println!("wrote {}", p.display())))
+            .map_err(|e| anyhow::anyhow!("could not write the CRDs under {}: {e}", root.display())),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    std::process::ExitCode::SUCCESS
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level)?;
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            let config =
+                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+            Client::try_from(config)?
+        }
+        None => Client::try_default().await?,
+    };
+    let config = tokensmith::controller::Config {
+        namespace: args.namespace,
+        instance: args.instance,
+    };
+    tokensmith::controller::run(client, config, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -280,4 +280,50 @@ pub struct AccessTokenStatus {
     /// `sha256:<hex>` of the current token, to recognise it without storing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_hash: Option<String>,
+    /// Tokens replaced by a scheduled rotation that stay valid until they
+    /// expire (workloads may still hold them). They are revoked with the
+    /// current one when the AccessToken is deleted or revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_tokens: Vec<PreviousToken>,
+    /// Hash of the fields the current token was minted from; a change to any
+    /// of them mints a new token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+}
+
+/// A token superseded by rotation but not yet expired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousToken {
+    /// Its `jti`.
+    #[serde(rename = "tokenID")]
+    pub token_id: String,
+    /// When it expires.
+    pub expires_at: Time,
+    /// `sha256:<hex>` of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+}
+
+/// Defaults and derived values of an AccessToken's spec.
+impl AccessTokenSpec {
+    pub fn format(&self) -> TokenFormat {
+        self.format.unwrap_or_default()
+    }
+
+    pub fn on_expiry(&self) -> ExpiryPolicy {
+        self.on_expiry.unwrap_or_default()
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked == Some(true)
+    }
+
+    pub fn is_userless(&self) -> bool {
+        self.userless == Some(true)
+    }
+
+    pub fn issuer_ref(&self) -> IssuerRef {
+        self.issuer_ref.clone().unwrap_or_default()
+    }
 }

@@ -204,3 +204,98 @@ pub struct IssuerKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retires_at: Option<Time>,
 }
+
+/// Default `keyRotation.interval`.
+pub const DEFAULT_KEY_ROTATION_INTERVAL: &str = "720h";
+/// Default `defaultLifetime`.
+pub const DEFAULT_TOKEN_LIFETIME: &str = "24h";
+/// Default `maxLifetime`.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: &str = "8760h";
+
+impl IssuerSettings {
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm.unwrap_or_default()
+    }
+
+    pub fn key_rotation_interval(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.key_rotation
+            .as_ref()
+            .and_then(|k| k.interval.as_ref())
+            .map_or_else(
+                || super::parse_go_duration(DEFAULT_KEY_ROTATION_INTERVAL),
+                |d| d.to_std(),
+            )
+    }
+
+    pub fn default_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.default_lifetime.as_ref().map_or_else(
+            || super::parse_go_duration(DEFAULT_TOKEN_LIFETIME),
+            |d| d.to_std(),
+        )
+    }
+
+    pub fn max_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.max_lifetime.as_ref().map_or_else(
+            || super::parse_go_duration(DEFAULT_MAX_TOKEN_LIFETIME),
+            |d| d.to_std(),
+        )
+    }
+
+    /// The issuer's `audiences`, empty when unset.
+    pub fn audiences(&self) -> &[String] {
+        self.audiences.as_deref().unwrap_or_default()
+    }
+}
+
+/// What the controllers need of either kind of issuer.
+pub trait Issuer:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: super::IssuerKind;
+    fn settings(&self) -> &IssuerSettings;
+    fn issuer_status(&self) -> Option<&IssuerStatus>;
+    /// `None` for a TokenIssuer: it serves its own namespace only.
+    fn namespace_selector(&self) -> Option<&LabelSelector>;
+    /// The API of this very object (namespaced or not).
+    fn api(&self, client: kube::Client) -> kube::Api<Self>;
+}
+
+impl Issuer for TokenIssuer {
+    const KIND: super::IssuerKind = super::IssuerKind::TokenIssuer;
+    fn settings(&self) -> &IssuerSettings {
+        &self.spec.settings
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn namespace_selector(&self) -> Option<&LabelSelector> {
+        None
+    }
+    fn api(&self, client: kube::Client) -> kube::Api<Self> {
+        let namespace = kube::ResourceExt::namespace(self).unwrap_or_default();
+        kube::Api::namespaced(client, &namespace)
+    }
+}
+
+impl Issuer for ClusterTokenIssuer {
+    const KIND: super::IssuerKind = super::IssuerKind::ClusterTokenIssuer;
+    fn settings(&self) -> &IssuerSettings {
+        &self.spec.settings
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn namespace_selector(&self) -> Option<&LabelSelector> {
+        self.spec.namespace_selector.as_ref()
+    }
+    fn api(&self, client: kube::Client) -> kube::Api<Self> {
+        kube::Api::all(client)
+    }
+}

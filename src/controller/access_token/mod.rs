@@ -1,0 +1,1073 @@
+//! Reconciles AccessTokens: mints a token into the Secret, keeps the status in
+//! line with it, rotates or expires it on time, and revokes it on deletion.
+//!
+//! Every reconcile first works out the state (Secret metadata, issuer, time)
+//! and then writes only what differs, so an unchanged AccessToken costs no
+//! write at all, after a restart too.
+
+mod plan;
+mod secret;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::{Selector, SelectorExt},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use self::{
+    plan::{ClaimsInput, RecordedToken},
+    secret::SecretState,
+};
+use super::{
+    Context, Error, FINALIZER, MANAGER, Result,
+    conditions::{Readiness, ready_condition, with_ready},
+    context::Triggers,
+    issuer::key_secret_location,
+    revocation::RevokedToken,
+};
+use crate::{
+    api::{
+        AccessToken, AccessTokenStatus, AppRegistration, BoundObjectKind, ClusterTokenIssuer,
+        Issuer, IssuerKind, IssuerSettings, PreviousToken, TokenFormat, TokenIssuer, WorkloadKind,
+    },
+    token::{
+        DEFAULT_OPAQUE_PREFIX, LifetimeLimits, SigningKey, TimingError, TimingPolicy, fingerprint,
+        new_opaque_token, new_token_id, plan_validity, renewal_time, sign_jwt,
+    },
+};
+
+/// Condition reasons (see the README's reference).
+mod reason {
+    pub const ISSUED: &str = "Issued";
+    pub const ROTATED: &str = "Rotated";
+    pub const EXPIRED: &str = "Expired";
+    pub const REVOKED: &str = "Revoked";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ISSUER_NOT_READY: &str = "IssuerNotReady";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+}
+
+pub fn controller(
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Stream<Item = ()> {
+    let controller = Controller::new(
+        Api::<AccessToken>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    );
+    let for_token_issuers = controller.store();
+    let for_cluster_issuers = controller.store();
+    controller
+        .owns_shared_stream(triggers.secrets)
+        .watches_shared_stream(triggers.token_issuers, move |issuer: Arc<TokenIssuer>| {
+            tokens_using(
+                &for_token_issuers,
+                IssuerKind::TokenIssuer,
+                issuer.namespace(),
+                &issuer.name_any(),
+            )
+        })
+        .watches_shared_stream(
+            triggers.cluster_issuers,
+            move |issuer: Arc<ClusterTokenIssuer>| {
+                tokens_using(
+                    &for_cluster_issuers,
+                    IssuerKind::ClusterTokenIssuer,
+                    None,
+                    &issuer.name_any(),
+                )
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .map(|result| {
+            if let Err(error) = result {
+                warn!(%error, "AccessToken reconcile failed");
+            }
+        })
+}
+
+fn tokens_using(
+    tokens: &Store<AccessToken>,
+    kind: IssuerKind,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<AccessToken>> {
+    tokens
+        .state()
+        .iter()
+        .filter(|t| {
+            let r = t.spec.issuer_ref();
+            r.kind() == kind
+                && r.name == name
+                && (namespace.is_none() || t.namespace() == namespace)
+        })
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect()
+}
+
+fn error_policy(token: Arc<AccessToken>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(namespace = token.namespace(), name = %token.name_any(), %error, "will retry");
+    Action::requeue(Duration::from_secs(10))
+}
+
+#[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
+async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_until_ready()
+        .await
+        .map_err(|_| Error::WatchesStopped)?;
+    let namespace = token
+        .namespace()
+        .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
+    let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, token, |event| async {
+        match event {
+            FinalizerEvent::Apply(token) => Reconciler::new(&token, &ctx)?.apply().await,
+            FinalizerEvent::Cleanup(token) => Reconciler::new(&token, &ctx)?.cleanup().await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Why a new token is minted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MintReason {
+    /// The first token of this AccessToken, or the first after `revoked` was cleared.
+    Initial,
+    /// Renewal time reached: the old token stays valid until it expires.
+    Rotation,
+    /// Scopes, audiences, subject, claims, issuer, format or lifetime changed.
+    SpecChanged,
+    /// The Secret was deleted or its data edited by someone else.
+    SecretChanged,
+}
+
+impl MintReason {
+    /// Whether the token being replaced is revoked (rather than left to expire).
+    fn revokes_previous(self) -> bool {
+        matches!(self, Self::SpecChanged | Self::SecretChanged)
+    }
+}
+
+/// The issuer an AccessToken resolved to.
+struct ResolvedIssuer {
+    kind: IssuerKind,
+    name: String,
+    settings: IssuerSettings,
+    active_key_id: String,
+    key_secret: (String, String),
+}
+
+struct Reconciler<'a> {
+    token: &'a AccessToken,
+    ctx: &'a Context,
+    namespace: String,
+    name: String,
+    uid: String,
+    status: AccessTokenStatus,
+    now: Timestamp,
+}
+
+impl<'a> Reconciler<'a> {
+    fn new(token: &'a AccessToken, ctx: &'a Context) -> Result<Self> {
+        Ok(Self {
+            namespace: token
+                .namespace()
+                .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?,
+            name: token.name_any(),
+            uid: token
+                .uid()
+                .ok_or(Error::MissingObjectKey("AccessToken", "metadata.uid"))?,
+            status: token.status.clone().unwrap_or_default(),
+            now: Timestamp::now(),
+            token,
+            ctx,
+        })
+    }
+
+    async fn apply(&self) -> Result<Action> {
+        let secret_name = plan::secret_name(self.token);
+        let secret =
+            SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
+        let recorded = secret.recorded();
+
+        if let Some(problem) = self.ensure_bound_owner().await? {
+            return self.blocked(problem, None).await;
+        }
+        if self.token.spec.is_revoked() {
+            return self.revoke(&secret, recorded.as_ref()).await;
+        }
+        if let SecretState::Foreign = secret {
+            let message = format!(
+                "Secret {secret_name} exists and is not owned by this AccessToken; it was left untouched. Delete it, or set spec.secretName to another name"
+            );
+            return self
+                .blocked(
+                    Readiness::not_ready(reason::SECRET_CONFLICT, message),
+                    Some(Duration::from_secs(300)),
+                )
+                .await;
+        }
+        let issuer = match self.resolve_issuer() {
+            Ok(issuer) => issuer,
+            Err((readiness, retry)) => return self.blocked(readiness, retry).await,
+        };
+        if let Some(scope) = plan::disallowed_scope(&self.token.spec, &issuer.settings) {
+            let message = format!(
+                "scope {scope:?} is not allowed by {} {} (allowedScopes: {})",
+                issuer.kind.as_str(),
+                issuer.name,
+                issuer
+                    .settings
+                    .allowed_scopes
+                    .as_deref()
+                    .unwrap_or_default()
+                    .join(", ")
+            );
+            return self
+                .blocked(Readiness::not_ready(reason::INVALID_SPEC, message), None)
+                .await;
+        }
+        let (timing, limits) = match self.timing(&issuer) {
+            Ok(t) => t,
+            Err(message) => {
+                return self
+                    .blocked(Readiness::not_ready(reason::INVALID_SPEC, message), None)
+                    .await;
+            }
+        };
+
+        let desired_hash = plan::spec_hash(&self.token.spec, &issuer.settings);
+        let minted_from = recorded
+            .as_ref()
+            .map(|r| r.spec_hash.clone())
+            .or_else(|| self.status.spec_hash.clone());
+        let spec_changed = minted_from.as_deref().is_some_and(|h| h != desired_hash);
+        let expires_at = recorded
+            .as_ref()
+            .map(|r| r.expires_at)
+            .or_else(|| self.status.expires_at.as_ref().map(|t| t.0));
+        let expired = expires_at.is_some_and(|e| e <= self.now);
+        let never_renewed = !timing.renew || timing.expires_at.is_some();
+        let was_revoked = self.ready_reason() == Some(reason::REVOKED);
+
+        let mint_reason = if was_revoked || (self.status.token_id.is_none() && recorded.is_none()) {
+            Some(MintReason::Initial)
+        } else if spec_changed {
+            Some(MintReason::SpecChanged)
+        } else if expired && never_renewed {
+            return self.expire(&secret).await;
+        } else if !secret.is_intact() {
+            Some(MintReason::SecretChanged)
+        } else {
+            let record = recorded.as_ref().expect("an intact Secret has a record");
+            let renew_at = renewal_time(
+                record.issued_at,
+                record.expires_at,
+                &timing,
+                &record.token_id,
+            )
+            .ok()
+            .flatten();
+            (expired || renew_at.is_some_and(|t| t <= self.now)).then_some(MintReason::Rotation)
+        };
+
+        match mint_reason {
+            Some(reason) => {
+                self.mint(
+                    reason,
+                    &issuer,
+                    &timing,
+                    limits,
+                    desired_hash,
+                    &secret,
+                    recorded,
+                )
+                .await
+            }
+            None => {
+                let record = recorded.expect("no mint only with an intact Secret");
+                self.keep(&secret, record, &timing).await
+            }
+        }
+    }
+
+    fn ready_reason(&self) -> Option<&str> {
+        ready_condition(&self.status.conditions).map(|c| c.reason.as_str())
+    }
+
+    fn timing(&self, issuer: &ResolvedIssuer) -> Result<(TimingPolicy, LifetimeLimits), String> {
+        let timing = plan::timing_policy(&self.token.spec)?;
+        let limits = LifetimeLimits {
+            default: issuer
+                .settings
+                .default_lifetime()
+                .map_err(|e| e.to_string())?,
+            max: issuer.settings.max_lifetime().map_err(|e| e.to_string())?,
+        };
+        if let Some(lifetime) = timing.lifetime
+            && lifetime > limits.max
+        {
+            return Err(TimingError::TooLong {
+                asked: self
+                    .token
+                    .spec
+                    .lifetime
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                max: issuer
+                    .settings
+                    .max_lifetime
+                    .as_ref()
+                    .map_or("8760h".into(), |d| d.to_string()),
+            }
+            .to_string());
+        }
+        Ok((timing, limits))
+    }
+
+    fn resolve_issuer(&self) -> Result<ResolvedIssuer, (Readiness, Option<Duration>)> {
+        let issuer_ref = self.token.spec.issuer_ref();
+        let retry = Some(Duration::from_secs(60));
+        let not_found = |kind: &str| {
+            let message = format!(
+                "{kind} {} not found; create it, or set spec.issuerRef to an existing issuer",
+                issuer_ref.name
+            );
+            (
+                Readiness::not_ready(reason::ISSUER_NOT_READY, message),
+                retry,
+            )
+        };
+        match issuer_ref.kind() {
+            IssuerKind::ClusterTokenIssuer => {
+                let issuer = self
+                    .ctx
+                    .cluster_issuers
+                    .get(&ObjectRef::new(&issuer_ref.name))
+                    .ok_or_else(|| not_found("ClusterTokenIssuer"))?;
+                if let Some(selector) = issuer.namespace_selector() {
+                    let labels = self
+                        .ctx
+                        .namespaces
+                        .get(&ObjectRef::new(&self.namespace))
+                        .and_then(|ns| ns.metadata.labels.clone())
+                        .unwrap_or_default();
+                    let admitted =
+                        Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels));
+                    if !admitted {
+                        let message = format!(
+                            "namespace {} is not selected by the namespaceSelector of ClusterTokenIssuer {}",
+                            self.namespace, issuer_ref.name
+                        );
+                        return Err((Readiness::not_ready(reason::INVALID_SPEC, message), None));
+                    }
+                }
+                self.ready_issuer(issuer.as_ref())
+            }
+            IssuerKind::TokenIssuer => {
+                let issuer = self
+                    .ctx
+                    .token_issuers
+                    .get(&ObjectRef::new(&issuer_ref.name).within(&self.namespace))
+                    .ok_or_else(|| not_found("TokenIssuer"))?;
+                self.ready_issuer(issuer.as_ref())
+            }
+        }
+    }
+
+    fn ready_issuer<I: Issuer>(
+        &self,
+        issuer: &I,
+    ) -> Result<ResolvedIssuer, (Readiness, Option<Duration>)> {
+        let status = issuer.issuer_status();
+        let ready = status
+            .and_then(|s| ready_condition(&s.conditions))
+            .filter(|c| c.status == "True");
+        let active_key_id = status.and_then(|s| s.active_key_id.clone());
+        match (ready, active_key_id) {
+            (Some(_), Some(active_key_id)) => Ok(ResolvedIssuer {
+                kind: I::KIND,
+                name: issuer.name_any(),
+                settings: issuer.settings().clone(),
+                active_key_id,
+                key_secret: key_secret_location(issuer, &self.ctx.config.namespace),
+            }),
+            _ => {
+                let why = status
+                    .and_then(|s| ready_condition(&s.conditions))
+                    .map(|c| format!(": {}", c.message))
+                    .unwrap_or_default();
+                let message = format!(
+                    "{} {} is not ready{why}",
+                    I::KIND.as_str(),
+                    issuer.name_any()
+                );
+                Err((
+                    Readiness::not_ready(reason::ISSUER_NOT_READY, message),
+                    Some(Duration::from_secs(30)),
+                ))
+            }
+        }
+    }
+
+    /// Mints a new token into the Secret and records it.
+    #[allow(clippy::too_many_arguments)]
+    async fn mint(
+        &self,
+        why: MintReason,
+        issuer: &ResolvedIssuer,
+        timing: &TimingPolicy,
+        limits: LifetimeLimits,
+        spec_hash: String,
+        secret: &SecretState,
+        recorded: Option<RecordedToken>,
+    ) -> Result<Action> {
+        let token_id = new_token_id();
+        let validity = match plan_validity(timing, limits, self.now, &token_id) {
+            Ok(v) => v,
+            Err(TimingError::ExpiresAtPassed(at)) if self.status.token_id.is_none() => {
+                let message = format!("expiresAt {at} has passed; no token was issued");
+                return self
+                    .blocked(Readiness::not_ready(reason::EXPIRED, message), None)
+                    .await;
+            }
+            Err(TimingError::ExpiresAtPassed(_)) => return self.expire(secret).await,
+            Err(e) => {
+                return self
+                    .blocked(
+                        Readiness::not_ready(reason::INVALID_SPEC, e.to_string()),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let client_id = match &self.token.spec.app_ref {
+            None => None,
+            Some(app) => match self.app_client_id(&app.name).await? {
+                Some(id) => Some(id),
+                None => {
+                    let message = format!("AppRegistration {} (spec.appRef) not found", app.name);
+                    return self
+                        .blocked(
+                            Readiness::not_ready(reason::INVALID_SPEC, message),
+                            Some(Duration::from_secs(60)),
+                        )
+                        .await;
+                }
+            },
+        };
+        let (value, key_id) = match self.token.spec.format() {
+            TokenFormat::Jwt => {
+                let key = self.signing_key(issuer).await?;
+                let claims = plan::claims(
+                    &self.token.spec,
+                    &issuer.settings,
+                    ClaimsInput {
+                        namespace: &self.namespace,
+                        name: &self.name,
+                        token_id: &token_id,
+                        issued_at: validity.issued_at,
+                        expires_at: validity.expires_at,
+                        client_id,
+                    },
+                );
+                (sign_jwt(&claims, &key), Some(key.kid.clone()))
+            }
+            TokenFormat::Opaque => {
+                let prefix = self
+                    .token
+                    .spec
+                    .prefix
+                    .as_deref()
+                    .unwrap_or(DEFAULT_OPAQUE_PREFIX);
+                (new_opaque_token(prefix), None)
+            }
+        };
+        let revision = self
+            .status
+            .revision
+            .unwrap_or(0)
+            .max(recorded.as_ref().map_or(0, |r| r.revision))
+            + 1;
+        let record = RecordedToken {
+            token_id: token_id.clone(),
+            issued_at: validity.issued_at,
+            expires_at: validity.expires_at,
+            key_id,
+            token_hash: fingerprint(value.expose_secret()),
+            revision,
+            spec_hash,
+            template_hash: Some(plan::template_hash(&self.token.spec)),
+        };
+
+        // The tokens this one replaces: revoked at once when they no longer
+        // match the spec or were tampered with, else left to expire.
+        let replaced = self.live_tokens(recorded.as_ref());
+        if why.revokes_previous() {
+            self.ctx.revocations.revoke(&replaced, self.now).await?;
+        }
+        secret::write(
+            self.ctx,
+            self.token,
+            &record,
+            Some(&value),
+            &issuer.settings,
+            secret,
+        )
+        .await?;
+
+        let mut previous: Vec<PreviousToken> = self
+            .status
+            .previous_tokens
+            .iter()
+            .filter(|p| p.expires_at.0 > self.now)
+            .cloned()
+            .collect();
+        if !why.revokes_previous() {
+            for old in replaced.iter().filter(|t| t.token_id != token_id) {
+                if !previous.iter().any(|p| p.token_id == old.token_id) && old.expires_at > self.now
+                {
+                    previous.push(PreviousToken {
+                        token_id: old.token_id.clone(),
+                        expires_at: Time(old.expires_at),
+                        token_hash: self.hash_of(&old.token_id, recorded.as_ref()),
+                    });
+                }
+            }
+        } else {
+            previous.clear();
+        }
+
+        let (reason, event_reason, note) = match why {
+            MintReason::Initial => (
+                reason::ISSUED,
+                "Issued",
+                format!(
+                    "Issued token {token_id} (revision {revision}), valid until {}",
+                    validity.expires_at
+                ),
+            ),
+            MintReason::Rotation => (
+                reason::ROTATED,
+                "Rotated",
+                format!(
+                    "Rotated to token {token_id} (revision {revision}), valid until {}; the previous token stays valid until it expires",
+                    validity.expires_at
+                ),
+            ),
+            MintReason::SpecChanged => (
+                reason::ISSUED,
+                "Reissued",
+                format!(
+                    "The spec changed: issued token {token_id} (revision {revision}) and revoked the previous token"
+                ),
+            ),
+            MintReason::SecretChanged => (
+                reason::ISSUED,
+                "Reissued",
+                format!(
+                    "Secret {} was deleted or edited: issued token {token_id} (revision {revision}) and revoked the previous token",
+                    plan::secret_name(self.token)
+                ),
+            ),
+        };
+        let message = format!("token {token_id} valid until {}", validity.expires_at);
+        let status = self.status_from(&record, timing, previous, Readiness::ready(reason, message));
+        self.write_status(status).await?;
+        info!(token_id = %token_id, revision, ?why, "token minted");
+        self.ctx
+            .publish(self.token, EventType::Normal, event_reason, note)
+            .await;
+        if why != MintReason::Initial {
+            self.restart_workloads().await;
+        }
+        Ok(self.requeue_for(&record, timing))
+    }
+
+    /// Nothing to mint: keeps the Secret's labels and the status in line.
+    async fn keep(
+        &self,
+        secret: &SecretState,
+        record: RecordedToken,
+        timing: &TimingPolicy,
+    ) -> Result<Action> {
+        let template_hash = plan::template_hash(&self.token.spec);
+        if record.template_hash.as_deref() != Some(template_hash.as_str()) {
+            let issuer_settings = self
+                .resolve_issuer()
+                .map_err(|_| Error::WatchesStopped)
+                .ok();
+            if let Some(issuer) = issuer_settings {
+                let updated = RecordedToken {
+                    template_hash: Some(template_hash),
+                    ..record.clone()
+                };
+                secret::write(
+                    self.ctx,
+                    self.token,
+                    &updated,
+                    None,
+                    &issuer.settings,
+                    secret,
+                )
+                .await?;
+            }
+        }
+        let readiness = match ready_condition(&self.status.conditions) {
+            Some(c)
+                if c.status == "True"
+                    && self.status.token_id.as_deref() == Some(record.token_id.as_str()) =>
+            {
+                Readiness::ready(
+                    if c.reason == reason::ROTATED {
+                        reason::ROTATED
+                    } else {
+                        reason::ISSUED
+                    },
+                    c.message.clone(),
+                )
+            }
+            _ => Readiness::ready(
+                reason::ISSUED,
+                format!(
+                    "token {} valid until {}",
+                    record.token_id, record.expires_at
+                ),
+            ),
+        };
+        let status = self.status_from(
+            &record,
+            timing,
+            self.status.previous_tokens.clone(),
+            readiness,
+        );
+        self.write_status(status).await?;
+        Ok(self.requeue_for(&record, timing))
+    }
+
+    /// The token reached its end and is not renewed: the Secret goes.
+    async fn expire(&self, secret: &SecretState) -> Result<Action> {
+        secret::delete_if_ours(self.ctx, &self.namespace, secret).await?;
+        let mut status = self.status.clone();
+        status.renewal_time = None;
+        status.secret_name = None;
+        let message = format!(
+            "token {} expired at {}; the Secret was deleted",
+            status.token_id.as_deref().unwrap_or("-"),
+            status
+                .expires_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        );
+        let readiness = Readiness::not_ready(reason::EXPIRED, message);
+        let transition = self.ready_reason() != Some(reason::EXPIRED);
+        status.conditions = with_ready(
+            &status.conditions,
+            &readiness,
+            self.token.meta().generation,
+            self.now,
+        );
+        status.observed_generation = self.token.meta().generation;
+        self.write_status(status).await?;
+        if transition {
+            self.ctx
+                .publish(self.token, EventType::Normal, "Expired", readiness.message)
+                .await;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// `spec.revoked: true`: revoke every live token and remove the Secret,
+    /// keeping the resource as a record.
+    async fn revoke(
+        &self,
+        secret: &SecretState,
+        recorded: Option<&RecordedToken>,
+    ) -> Result<Action> {
+        let already =
+            self.ready_reason() == Some(reason::REVOKED) && matches!(secret, SecretState::Absent);
+        if already {
+            return Ok(Action::await_change());
+        }
+        let live = self.live_tokens(recorded);
+        self.ctx.revocations.revoke(&live, self.now).await?;
+        secret::delete_if_ours(self.ctx, &self.namespace, secret).await?;
+        let mut status = self.status.clone();
+        if let Some(record) = recorded {
+            status.token_id = Some(record.token_id.clone());
+            status.expires_at = Some(Time(record.expires_at));
+            status.token_hash = Some(record.token_hash.clone());
+        }
+        status.renewal_time = None;
+        status.secret_name = None;
+        status.previous_tokens.clear();
+        let message = format!(
+            "revoked {} token(s) and removed the Secret; set spec.revoked to false to issue a new token",
+            live.len()
+        );
+        let readiness = Readiness::not_ready(reason::REVOKED, message.clone());
+        status.conditions = with_ready(
+            &status.conditions,
+            &readiness,
+            self.token.meta().generation,
+            self.now,
+        );
+        status.observed_generation = self.token.meta().generation;
+        self.write_status(status).await?;
+        info!(revoked = live.len(), "token revoked");
+        self.ctx
+            .publish(self.token, EventType::Normal, "Revoked", message)
+            .await;
+        Ok(Action::await_change())
+    }
+
+    /// The finalizer: revokes every live token and removes the Secret before
+    /// the AccessToken may go. Copes with an AccessToken that never got a token.
+    async fn cleanup(&self) -> Result<Action> {
+        let secret_name = plan::secret_name(self.token);
+        let secret =
+            SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
+        let live = self.live_tokens(secret.recorded().as_ref());
+        self.ctx.revocations.revoke(&live, self.now).await?;
+        secret::delete_if_ours(self.ctx, &self.namespace, &secret).await?;
+        if !live.is_empty() {
+            info!(revoked = live.len(), "AccessToken deleted: tokens revoked");
+            self.ctx
+                .publish(
+                    self.token,
+                    EventType::Normal,
+                    "Revoked",
+                    format!(
+                        "AccessToken deleted: revoked {} token(s) and removed the Secret",
+                        live.len()
+                    ),
+                )
+                .await;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// Every token of this AccessToken that has not expired: the one in the
+    /// Secret, the one the status names, and those superseded by rotation.
+    fn live_tokens(&self, recorded: Option<&RecordedToken>) -> Vec<RevokedToken> {
+        let mut tokens: Vec<RevokedToken> = Vec::new();
+        let mut add = |token_id: &str, expires_at: Timestamp| {
+            if expires_at > self.now && !tokens.iter().any(|t| t.token_id == token_id) {
+                tokens.push(RevokedToken {
+                    token_id: token_id.to_string(),
+                    expires_at,
+                });
+            }
+        };
+        if let Some(r) = recorded {
+            add(&r.token_id, r.expires_at);
+        }
+        if let (Some(id), Some(exp)) = (&self.status.token_id, &self.status.expires_at) {
+            add(id, exp.0);
+        }
+        for p in &self.status.previous_tokens {
+            add(&p.token_id, p.expires_at.0);
+        }
+        tokens
+    }
+
+    fn hash_of(&self, token_id: &str, recorded: Option<&RecordedToken>) -> Option<String> {
+        recorded
+            .filter(|r| r.token_id == token_id)
+            .map(|r| r.token_hash.clone())
+            .or_else(|| {
+                (self.status.token_id.as_deref() == Some(token_id))
+                    .then(|| self.status.token_hash.clone())
+                    .flatten()
+            })
+    }
+
+    fn status_from(
+        &self,
+        record: &RecordedToken,
+        timing: &TimingPolicy,
+        previous_tokens: Vec<PreviousToken>,
+        readiness: Readiness,
+    ) -> AccessTokenStatus {
+        let generation = self.token.meta().generation;
+        AccessTokenStatus {
+            conditions: with_ready(&self.status.conditions, &readiness, generation, self.now),
+            observed_generation: generation,
+            token_id: Some(record.token_id.clone()),
+            key_id: record.key_id.clone(),
+            issued_at: Some(Time(record.issued_at)),
+            expires_at: Some(Time(record.expires_at)),
+            renewal_time: renewal_time(
+                record.issued_at,
+                record.expires_at,
+                timing,
+                &record.token_id,
+            )
+            .ok()
+            .flatten()
+            .map(Time),
+            revision: Some(record.revision),
+            secret_name: Some(plan::secret_name(self.token)),
+            token_hash: Some(record.token_hash.clone()),
+            previous_tokens,
+            spec_hash: Some(record.spec_hash.clone()),
+        }
+    }
+
+    fn requeue_for(&self, record: &RecordedToken, timing: &TimingPolicy) -> Action {
+        let next = renewal_time(
+            record.issued_at,
+            record.expires_at,
+            timing,
+            &record.token_id,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(record.expires_at);
+        let wait = (next.as_second() - self.now.as_second()).max(1) as u64;
+        Action::requeue(Duration::from_secs(wait))
+    }
+
+    /// Reports a problem the user must fix; the existing token is left alone.
+    async fn blocked(&self, readiness: Readiness, retry: Option<Duration>) -> Result<Action> {
+        let transition = self.ready_reason() != Some(readiness.reason)
+            || ready_condition(&self.status.conditions)
+                .is_some_and(|c| c.message != readiness.message);
+        let mut status = self.status.clone();
+        let generation = self.token.meta().generation;
+        status.conditions = with_ready(&status.conditions, &readiness, generation, self.now);
+        status.observed_generation = generation;
+        self.write_status(status).await?;
+        if transition {
+            warn!(reason = readiness.reason, message = %readiness.message, "not ready");
+            self.ctx
+                .publish(
+                    self.token,
+                    EventType::Warning,
+                    readiness.reason,
+                    readiness.message,
+                )
+                .await;
+        }
+        Ok(retry.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    async fn write_status(&self, desired: AccessTokenStatus) -> Result<()> {
+        if self.token.status.as_ref() == Some(&desired) {
+            return Ok(());
+        }
+        let api: Api<AccessToken> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let body = json!({
+            "apiVersion": AccessToken::api_version(&()),
+            "kind": AccessToken::kind(&()),
+            "status": desired,
+        });
+        api.patch_status(
+            &self.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The active signing key of `issuer`, read from its Secret only when the
+    /// cached one is no longer the active key.
+    async fn signing_key(&self, issuer: &ResolvedIssuer) -> Result<SigningKey> {
+        let (namespace, name) = &issuer.key_secret;
+        let cache_key = format!("{namespace}/{name}");
+        if let Some(key) = self.ctx.signing_keys.lock().await.get(&cache_key)
+            && key.kid == issuer.active_key_id
+        {
+            return Ok(key.clone());
+        }
+        let unreadable = |reason: String| Error::KeyringUnreadable {
+            issuer: issuer.name.clone(),
+            secret: cache_key.clone(),
+            reason,
+        };
+        let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
+            .get(name)
+            .await?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(crate::token::KEYRING_SECRET_KEY))
+            .ok_or_else(|| unreadable("it holds no keys".into()))?;
+        let keyring =
+            crate::token::Keyring::from_json(&bytes.0).map_err(|e| unreadable(e.to_string()))?;
+        let key = keyring
+            .active_signing_key()?
+            .ok_or_else(|| unreadable("it has no active key".into()))?;
+        if key.kid != issuer.active_key_id {
+            // The issuer's status is ahead of or behind its Secret: retry shortly.
+            return Err(unreadable(format!(
+                "its active key {} is not the issuer's active key {}",
+                key.kid, issuer.active_key_id
+            )));
+        }
+        self.ctx
+            .signing_keys
+            .lock()
+            .await
+            .insert(cache_key, key.clone());
+        Ok(key)
+    }
+
+    /// The OAuth client id of the AppRegistration `name` (its UID), if it exists.
+    async fn app_client_id(&self, name: &str) -> Result<Option<String>> {
+        let app = Api::<AppRegistration>::namespaced(self.ctx.client.clone(), &self.namespace)
+            .get_opt(name)
+            .await?;
+        Ok(app.and_then(|a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.client_id.clone())
+                .or_else(|| a.uid())
+        }))
+    }
+
+    /// Makes the AccessToken a dependent of its `boundObjectRef`, so the
+    /// garbage collector deletes it (and the finalizer revokes it) when the
+    /// object goes. Returns a problem to report when the object is missing.
+    async fn ensure_bound_owner(&self) -> Result<Option<Readiness>> {
+        let desired = match &self.token.spec.bound_object_ref {
+            None => None,
+            Some(bound) => {
+                let kind = match bound.kind {
+                    BoundObjectKind::ServiceAccount => "ServiceAccount",
+                    BoundObjectKind::Secret => "Secret",
+                    BoundObjectKind::ConfigMap => "ConfigMap",
+                };
+                let existing = self
+                    .token
+                    .owner_references()
+                    .iter()
+                    .find(|r| r.api_version == "v1" && r.kind == kind && r.name == bound.name)
+                    .cloned();
+                match existing {
+                    Some(reference) => Some(reference),
+                    None => {
+                        match secret::core_object_uid(self.ctx, &self.namespace, kind, &bound.name)
+                            .await?
+                        {
+                            Some(uid) => Some(OwnerReference {
+                                api_version: "v1".into(),
+                                kind: kind.into(),
+                                name: bound.name.clone(),
+                                uid,
+                                ..OwnerReference::default()
+                            }),
+                            None => {
+                                let message = format!(
+                                    "{kind} {} (spec.boundObjectRef) not found in namespace {}",
+                                    bound.name, self.namespace
+                                );
+                                return Ok(Some(Readiness::not_ready(
+                                    reason::INVALID_SPEC,
+                                    message,
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let bound_kinds = ["ServiceAccount", "Secret", "ConfigMap"];
+        let current: Vec<&OwnerReference> = self
+            .token
+            .owner_references()
+            .iter()
+            .filter(|r| r.api_version == "v1" && bound_kinds.contains(&r.kind.as_str()))
+            .collect();
+        let in_line = match &desired {
+            Some(d) => current.len() == 1 && current[0].uid == d.uid,
+            None => current.is_empty(),
+        };
+        if in_line {
+            return Ok(None);
+        }
+        let api: Api<AccessToken> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let body = json!({
+            "apiVersion": AccessToken::api_version(&()),
+            "kind": AccessToken::kind(&()),
+            "metadata": { "name": self.name, "ownerReferences": desired.into_iter().collect::<Vec<_>>() },
+        });
+        api.patch(
+            &self.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        Ok(None)
+    }
+
+    /// Restarts the `rolloutRestartTargets` after a rotation, the way
+    /// `kubectl rollout restart` does. A missing workload is reported, not fatal.
+    async fn restart_workloads(&self) {
+        for target in &self.token.spec.rollout_restart_targets {
+            let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
+                "tokensmith.dev/restartedAt": self.now.to_string()
+            } } } } });
+            let params = PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..PatchParams::default()
+            };
+            let client = self.ctx.client.clone();
+            let ns = &self.namespace;
+            let result = match target.kind {
+                WorkloadKind::Deployment => {
+                    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client, ns)
+                        .patch(&target.name, &params, &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+                WorkloadKind::StatefulSet => {
+                    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client, ns)
+                        .patch(&target.name, &params, &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+                WorkloadKind::DaemonSet => {
+                    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client, ns)
+                        .patch(&target.name, &params, &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(error) = result {
+                let note = format!(
+                    "Could not restart {:?} {} after the rotation: {error}",
+                    target.kind, target.name
+                );
+                self.ctx
+                    .publish(self.token, EventType::Warning, "RestartFailed", note)
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The durable record of revoked token ids, kept in the cluster so that a
+//! restarted operator and every replica of the token service know them.
+//!
+//! Entries live in ConfigMaps `tokensmith-revocations-<shard>` in the
+//! operator's namespace, one data key per token id with its expiry as value;
+//! an entry is dropped once its token has expired anyway. Writes are JSON
+//! merge patches that add keys, so concurrent writers never lose each other's
+//! entries and no read-modify-write is needed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use super::{Error, MANAGED_BY, MANAGER, Result};
+
+/// Label on every revocation ConfigMap, for watches.
+pub const REVOCATIONS_LABEL: &str = "tokensmith.dev/revocations";
+/// Number of ConfigMaps the entries are spread over. Each holds about 15 000
+/// live entries within the 1 MiB object limit.
+pub const SHARDS: u64 = 16;
+
+/// One revoked token: its id and when it would have expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub token_id: String,
+    pub expires_at: Timestamp,
+}
+
+/// The ConfigMap holding the entry of `token_id`.
+pub fn shard_name(token_id: &str) -> String {
+    let hash = token_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("tokensmith-revocations-{:x}", hash % SHARDS)
+}
+
+/// Writes revocations into the cluster.
+#[derive(Clone)]
+pub struct RevocationStore {
+    api: Api<ConfigMap>,
+}
+
+impl RevocationStore {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+        }
+    }
+
+    /// Records `tokens` as revoked; tokens already expired need no record.
+    pub async fn revoke(&self, tokens: &[RevokedToken], now: Timestamp) -> Result<()> {
+        let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for token in tokens.iter().filter(|t| t.expires_at > now) {
+            by_shard
+                .entry(shard_name(&token.token_id))
+                .or_default()
+                .insert(token.token_id.clone(), token.expires_at.to_string());
+        }
+        for (shard, entries) in by_shard {
+            let written = self.add_entries(&shard, &entries).await?;
+            self.prune_expired(&shard, &written, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_entries(
+        &self,
+        shard: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Result<ConfigMap> {
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let patch = Patch::Merge(json!({ "data": entries }));
+        match self.api.patch(shard, &params, &patch).await {
+            Ok(cm) => Ok(cm),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                let cm = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(shard.to_string()),
+                        labels: Some(
+                            [
+                                (REVOCATIONS_LABEL.to_string(), "true".to_string()),
+                                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                            ]
+                            .into(),
+                        ),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(entries.clone()),
+                    ..ConfigMap::default()
+                };
+                let post = PostParams {
+                    field_manager: Some(MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                match self.api.create(&post, &cm).await {
+                    Ok(cm) => Ok(cm),
+                    // Another writer created it first: add to theirs.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        Ok(self.api.patch(shard, &params, &patch).await?)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 413 || status.code == 422 => {
+                let entries = self.api.get(shard).await?.data.map_or(0, |d| d.len());
+                Err(Error::RevocationStoreFull {
+                    configmap: shard.to_string(),
+                    entries,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn prune_expired(&self, shard: &str, cm: &ConfigMap, now: Timestamp) -> Result<()> {
+        let expired: serde_json::Map<String, Value> = cm
+            .data
+            .iter()
+            .flatten()
+            .filter(|(_, exp)| exp.parse::<Timestamp>().is_ok_and(|exp| exp <= now))
+            .map(|(id, _)| (id.clone(), Value::Null))
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch(shard, &params, &Patch::Merge(json!({ "data": expired })))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads every live revocation from the ConfigMaps of the store (a restarted
+/// operator and the token service start from this).
+pub fn entries_of(cm: &ConfigMap) -> impl Iterator<Item = RevokedToken> + '_ {
+    cm.data.iter().flatten().filter_map(|(id, exp)| {
+        Some(RevokedToken {
+            token_id: id.clone(),
+            expires_at: exp.parse().ok()?,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_spread_ids_and_are_stable() {
+        let names: std::collections::BTreeSet<_> =
+            (0..1000).map(|i| shard_name(&format!("id-{i}"))).collect();
+        assert_eq!(names.len(), SHARDS as usize);
+        assert_eq!(shard_name("abc"), shard_name("abc"));
+    }
+}

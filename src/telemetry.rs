@@ -1,0 +1,35 @@
+//! Logging: text for people, JSON for log pipelines. Spans carry the
+//! resource's namespace and name, so every line says what it is about.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// The log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `level` is an `EnvFilter` directive such
+/// as `info` or `tokensmith=debug,kube=info`; `RUST_LOG` overrides it.
+pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.is_empty() => EnvFilter::try_new(directive)?,
+        _ => EnvFilter::try_new(level)?,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init()?,
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()?,
+    }
+    Ok(())
+}
