@@ -60,7 +60,7 @@ pub struct KeyRotation {
     /// `720h` (30 days). Retired public keys stay in the JWKS until every token
     /// they signed has expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("keyRotation.interval must be at least 1m"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("keyRotation.interval must be at least 10s"))]
     pub interval: Option<Duration>,
 }
 

@@ -1,6 +1,6 @@
 use std::{collections::HashMap, sync::Arc};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource,
@@ -8,7 +8,7 @@ use kube::{
     runtime::{
         WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::{self, ReflectHandle, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -46,15 +46,15 @@ pub struct Context {
     pub signing_keys: Mutex<HashMap<String, SigningKey>>,
 }
 
-/// Events a subscriber of a shared store may fall behind by before the
-/// watch waits for it.
-const BUFFER: usize = 1024;
+/// Watch events, each passed on after the matching store in [`Context`] applied it.
+pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
-/// Streams that fire after the matching store in [`Context`] has been updated.
+/// The watches the AccessToken controller is triggered by; they feed the
+/// stores in [`Context`] as it polls them.
 pub struct Triggers {
-    pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
-    pub token_issuers: ReflectHandle<TokenIssuer>,
-    pub cluster_issuers: ReflectHandle<ClusterTokenIssuer>,
+    pub secrets: Trigger<PartialObjectMeta<Secret>>,
+    pub token_issuers: Trigger<TokenIssuer>,
+    pub cluster_issuers: Trigger<ClusterTokenIssuer>,
 }
 
 /// The label selector of every Secret the operator manages.
@@ -63,60 +63,55 @@ pub fn managed_selector() -> String {
 }
 
 impl Context {
-    /// Starts the shared watches. Returns the context, the triggers the
-    /// AccessToken controller subscribes to (each fires only after the store
-    /// it belongs to is updated), and a future that runs the watches.
+    /// Sets up the shared watches. Returns the context, the triggers the
+    /// AccessToken controller runs (which fill the stores they belong to),
+    /// and a future that runs the namespace watch.
     pub fn start(
         client: Client,
         config: Config,
     ) -> (Arc<Context>, Triggers, BoxFuture<'static, ()>) {
-        let (managed_secrets, secrets_writer) = reflector::store_shared(BUFFER);
-        let (token_issuers, token_issuers_writer) = reflector::store_shared(BUFFER);
-        let (cluster_issuers, cluster_issuers_writer) = reflector::store_shared(BUFFER);
+        // A trigger stream passes each event on only after its store applied
+        // it, so a reconcile never sees an older view than the event that
+        // caused it. Deletions are passed on too.
+        let (managed_secrets, secrets_writer) = reflector::store();
+        let (token_issuers, token_issuers_writer) = reflector::store();
+        let (cluster_issuers, cluster_issuers_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
         let triggers = Triggers {
-            secrets: secrets_writer.subscribe().expect("a shared store"),
-            token_issuers: token_issuers_writer.subscribe().expect("a shared store"),
-            cluster_issuers: cluster_issuers_writer.subscribe().expect("a shared store"),
-        };
-
-        let secrets = watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default().labels(&managed_selector()),
-        )
-        .default_backoff()
-        .reflect_shared(secrets_writer)
-        .for_each(|_| async {});
-        let namespace_watch = watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(namespaces_writer)
-        .for_each(|_| async {});
-        let token_issuer_watch = watcher(
-            Api::<TokenIssuer>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect_shared(token_issuers_writer)
-        .for_each(|_| async {});
-        let cluster_issuer_watch = watcher(
-            Api::<ClusterTokenIssuer>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect_shared(cluster_issuers_writer)
-        .for_each(|_| async {});
-        let watches: BoxFuture<'static, ()> = Box::pin(async move {
-            futures::future::join4(
-                secrets,
-                namespace_watch,
-                token_issuer_watch,
-                cluster_issuer_watch,
+            secrets: watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default().labels(&managed_selector()),
             )
-            .await;
-        });
+            .default_backoff()
+            .reflect(secrets_writer)
+            .touched_objects()
+            .boxed(),
+            token_issuers: watcher(
+                Api::<TokenIssuer>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(token_issuers_writer)
+            .touched_objects()
+            .boxed(),
+            cluster_issuers: watcher(
+                Api::<ClusterTokenIssuer>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(cluster_issuers_writer)
+            .touched_objects()
+            .boxed(),
+        };
+        let watches: BoxFuture<'static, ()> = Box::pin(
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(namespaces_writer)
+            .for_each(|_| async {}),
+        );
 
         let reporter = Reporter {
             controller: "tokensmith".into(),

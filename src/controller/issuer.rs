@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     api::{Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus},
-    token::{KEYRING_SECRET_KEY, KeyPolicy, Keyring, plan_keys},
+    token::{KEYRING_SECRET_KEY, KeyPolicy, Keyring, MAX_PUBLISHED_KEYS, plan_keys},
 };
 
 /// Label naming the issuer a key Secret belongs to.
@@ -197,11 +197,18 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
 
 fn key_policy(settings: &crate::api::IssuerSettings) -> Result<KeyPolicy, String> {
     let invalid = |e: crate::api::DurationError| e.to_string();
-    Ok(KeyPolicy {
+    let policy = KeyPolicy {
         algorithm: settings.algorithm(),
         rotation_interval: settings.key_rotation_interval().map_err(invalid)?,
         max_token_lifetime: settings.max_lifetime().map_err(invalid)?,
-    })
+    };
+    if policy.published_key_bound() > MAX_PUBLISHED_KEYS {
+        return Err(format!(
+            "keyRotation.interval is too short for maxLifetime: retired keys stay published for maxLifetime, so up to {} keys would be kept and at most {MAX_PUBLISHED_KEYS} are supported; lengthen keyRotation.interval or shorten maxLifetime",
+            policy.published_key_bound()
+        ));
+    }
+    Ok(policy)
 }
 
 fn key_statuses(keyring: &Keyring, policy: KeyPolicy) -> Vec<IssuerKeyStatus> {

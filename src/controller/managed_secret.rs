@@ -21,10 +21,10 @@ pub fn controller_reference<K: kube::Resource<DynamicType = ()>>(
     owner.controller_owner_ref(&())
 }
 
-/// Whether the Secret still holds exactly what the operator applied: its
-/// field manager owns every key in `keys` under `data`, and no other manager
-/// has written any data since (a hand edit, or a deletion of a key, shows up
-/// in `managedFields` without the data itself).
+/// Whether the Secret still holds exactly what the operator wrote: its
+/// field manager (by create or by apply) owns every key in `keys` under
+/// `data`, and no other manager has written any data since (a hand edit, or
+/// a deletion of a key, shows up in `managedFields` without the data itself).
 pub fn data_is_intact(meta: &ObjectMeta, keys: &[&str]) -> bool {
     let Some(entries) = meta.managed_fields.as_ref() else {
         return false;
@@ -46,20 +46,17 @@ pub fn data_is_intact(meta: &ObjectMeta, keys: &[&str]) -> bool {
                 })
                 .unwrap_or_default()
         };
-    let mut ours_complete = false;
+    let mut ours: Vec<Value> = Vec::new();
     for entry in entries {
-        let is_ours = entry.manager.as_deref() == Some(MANAGER)
-            && entry.operation.as_deref() == Some("Apply");
         let data = data_fields(entry);
-        if is_ours {
-            ours_complete = data
-                .iter()
-                .any(|d| keys.iter().all(|k| d.get(format!("f:{k}")).is_some()));
+        if entry.manager.as_deref() == Some(MANAGER) {
+            ours.extend(data);
         } else if !data.is_empty() {
             return false;
         }
     }
-    ours_complete
+    keys.iter()
+        .all(|k| ours.iter().any(|d| d.get(format!("f:{k}")).is_some()))
 }
 
 #[cfg(test)]
@@ -114,6 +111,13 @@ mod tests {
     fn not_intact_when_a_key_was_removed() {
         let partial = entry(MANAGER, "Apply", json!({"f:data": {"f:token": {}}}));
         assert!(!data_is_intact(&meta(vec![partial]), KEYS));
+    }
+
+    #[test]
+    fn intact_when_created_and_later_applied_by_us() {
+        let created = entry(MANAGER, "Update", json!({"f:data": {"f:token": {}}}));
+        let applied = entry(MANAGER, "Apply", json!({"f:data": {"f:token-id": {}}}));
+        assert!(data_is_intact(&meta(vec![created, applied]), KEYS));
     }
 
     #[test]

@@ -61,6 +61,18 @@ pub struct KeyPolicy {
     pub max_token_lifetime: Duration,
 }
 
+/// The most keys a keyring may be made to hold: it lives in one Secret.
+pub const MAX_PUBLISHED_KEYS: u64 = 100;
+
+impl KeyPolicy {
+    /// How many keys can be published at once under this policy: the active
+    /// one plus every key retired within the last `max_token_lifetime`.
+    pub fn published_key_bound(&self) -> u64 {
+        let interval = self.rotation_interval.as_secs().max(1);
+        self.max_token_lifetime.as_secs().div_ceil(interval) + 1
+    }
+}
+
 /// What [`plan_keys`] decided.
 #[derive(Debug)]
 pub struct KeyPlan {
@@ -195,6 +207,16 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn bounds_the_number_of_published_keys() {
+        assert_eq!(policy(SigningAlgorithm::ES256).published_key_bound(), 14);
+        let hasty = KeyPolicy {
+            rotation_interval: Duration::from_secs(60),
+            ..policy(SigningAlgorithm::ES256)
+        };
+        assert!(hasty.published_key_bound() > MAX_PUBLISHED_KEYS);
     }
 
     #[test]

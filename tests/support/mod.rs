@@ -8,6 +8,9 @@
 //! exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod operator;
+pub mod resources;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -31,7 +34,7 @@ pub struct ControlPlane {
     pub bin_dir: PathBuf,
 }
 
-fn repo_root() -> &'static Path {
+pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 

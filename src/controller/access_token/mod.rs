@@ -78,8 +78,8 @@ pub fn controller(
     let for_token_issuers = controller.store();
     let for_cluster_issuers = controller.store();
     controller
-        .owns_shared_stream(triggers.secrets)
-        .watches_shared_stream(triggers.token_issuers, move |issuer: Arc<TokenIssuer>| {
+        .owns_stream(triggers.secrets)
+        .watches_stream(triggers.token_issuers, move |issuer: TokenIssuer| {
             tokens_using(
                 &for_token_issuers,
                 IssuerKind::TokenIssuer,
@@ -87,9 +87,9 @@ pub fn controller(
                 &issuer.name_any(),
             )
         })
-        .watches_shared_stream(
+        .watches_stream(
             triggers.cluster_issuers,
-            move |issuer: Arc<ClusterTokenIssuer>| {
+            move |issuer: ClusterTokenIssuer| {
                 tokens_using(
                     &for_cluster_issuers,
                     IssuerKind::ClusterTokenIssuer,

@@ -1,0 +1,706 @@
+//! AccessToken behaviour against the real control plane, with the operator
+//! binary running: issue, verify, rotate, expire, revoke, and stay safe.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ObjectMeta, PostParams},
+};
+use serde_json::json;
+use support::{
+    TestNamespace, control_plane, eventually,
+    operator::{OPERATOR_NAMESPACE, shared_operator},
+    resources::{
+        apply, reason, secret_text, token_issuer, verify_with_token_issuer, wait_for, wait_reason,
+    },
+};
+use tokensmith::{api::AccessToken, controller::revocation::shard_name, token::fingerprint};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn is_recorded_as_revoked(client: &kube::Client, token_id: &str) -> bool {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    cms.get_opt(&shard_name(token_id))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data)
+        .is_some_and(|d| d.contains_key(token_id))
+}
+
+#[tokio::test]
+async fn issues_a_token_that_verifies_with_the_issuer_key() {
+    let operator = shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "issue").await;
+    let issuer = token_issuer(
+        &client,
+        &ns.name,
+        "signer",
+        json!({ "audiences": ["api.example"] }),
+    )
+    .await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "ci",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "scopes": ["read_scenarios", "scenarios:write"],
+            "claims": { "team": "platform" },
+            "lifetime": "2h",
+            "secretTemplate": { "labels": { "app": "ci" } },
+        }}),
+    )
+    .await;
+
+    // `kubectl wait` works on the Ready condition.
+    control_plane().kubectl(&[
+        "wait",
+        "-n",
+        &ns.name,
+        "accesstoken/ci",
+        "--for=condition=Ready",
+        "--timeout=60s",
+    ]);
+    let token = tokens.get("ci").await.unwrap();
+    let status = token.status.clone().unwrap();
+    assert_eq!(reason(&token).as_deref(), Some("Issued"));
+    assert_eq!(status.revision, Some(1));
+    assert_eq!(status.secret_name.as_deref(), Some("ci"));
+
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get("ci")
+        .await
+        .unwrap();
+    let jwt = secret_text(&secret, "token");
+    assert_eq!(secret_text(&secret, "token-type"), "Bearer");
+    assert_eq!(
+        secret_text(&secret, "scopes"),
+        "read_scenarios scenarios:write"
+    );
+    assert_eq!(
+        secret_text(&secret, "issuer"),
+        issuer.spec.settings.issuer_url
+    );
+    assert_eq!(Some(secret_text(&secret, "token-id")), status.token_id);
+    assert_eq!(
+        secret_text(&secret, "expires-at"),
+        status.expires_at.as_ref().unwrap().0.to_string()
+    );
+    assert_eq!(secret.labels().get("app").map(String::as_str), Some("ci"));
+    assert_eq!(secret.owner_references()[0].uid, token.uid().unwrap());
+
+    let claims = verify_with_token_issuer(&client, &ns.name, &issuer, &jwt)
+        .await
+        .expect("the token verifies with the issuer's public key");
+    assert_eq!(claims.iss, issuer.spec.settings.issuer_url);
+    assert_eq!(claims.sub, format!("system:accesstoken:{}:ci", ns.name));
+    assert_eq!(claims.aud, vec!["api.example"]);
+    assert_eq!(claims.exp - claims.iat, 7200);
+    assert_eq!(claims.nbf, claims.iat);
+    assert_eq!(Some(claims.jti.clone()), status.token_id);
+    assert_eq!(claims.scope, "read_scenarios scenarios:write");
+    assert_eq!(claims.extra["team"], "platform");
+    assert_eq!(claims.client_id, None);
+    assert_eq!(claims.iat, status.issued_at.unwrap().0.as_second());
+    let header = jsonwebtoken::decode_header(&jwt).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.kid, status.key_id);
+    assert_eq!(header.kid, issuer.status.unwrap().active_key_id);
+    assert_eq!(status.token_hash, Some(fingerprint(&jwt)));
+
+    // The token is shown to the workload only.
+    assert!(
+        !operator.log_text().contains(&jwt),
+        "the operator logged a token"
+    );
+    let status_text = serde_json::to_string(&token.status).unwrap();
+    assert!(!status_text.contains(&jwt));
+    let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+    assert!(!events.contains(&jwt), "an event holds the token");
+    assert!(events.contains("Issued"), "an Issued event was published");
+}
+
+#[tokio::test]
+async fn rotates_before_expiry() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "rotate").await;
+    let issuer = token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "short",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "lifetime": "20s" } }),
+    )
+    .await;
+    let first = wait_reason(&tokens, "short", "Issued")
+        .await
+        .status
+        .unwrap();
+    let first_id = first.token_id.clone().unwrap();
+    let first_expiry = first.expires_at.clone().unwrap().0;
+    assert!(first.renewal_time.unwrap().0 < first_expiry);
+
+    let rotated = wait_for(
+        &tokens,
+        "short",
+        Duration::from_secs(30),
+        "a rotation",
+        |t| t.status.as_ref().is_some_and(|s| s.revision == Some(2)),
+    )
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    assert!(
+        now < first_expiry,
+        "the new token arrived before the old one expired"
+    );
+    let status = rotated.status.unwrap();
+    assert_eq!(
+        reason(&tokens.get("short").await.unwrap()).as_deref(),
+        Some("Rotated")
+    );
+    assert_ne!(status.token_id.as_deref(), Some(first_id.as_str()));
+    assert!(
+        status
+            .previous_tokens
+            .iter()
+            .any(|p| p.token_id == first_id),
+        "the old token id is remembered: {:?}",
+        status.previous_tokens
+    );
+    let secret = secrets.get("short").await.unwrap();
+    assert_eq!(Some(secret_text(&secret, "token-id")), status.token_id);
+    let claims =
+        verify_with_token_issuer(&client, &ns.name, &issuer, &secret_text(&secret, "token"))
+            .await
+            .unwrap();
+    assert_eq!(Some(claims.jti), status.token_id);
+    // A scheduled rotation leaves the old token valid until it expires.
+    assert!(!is_recorded_as_revoked(&client, &first_id).await);
+}
+
+#[tokio::test]
+async fn deletes_the_secret_at_expiry() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "expire").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "once",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "lifetime": "10s",
+            "onExpiry": "Delete",
+        }}),
+    )
+    .await;
+    let issued = wait_reason(&tokens, "once", "Issued").await.status.unwrap();
+    assert_eq!(issued.renewal_time, None, "a Delete token is never renewed");
+    let expired = wait_reason(&tokens, "once", "Expired").await;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    assert!(now >= issued.expires_at.unwrap().0);
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get_opt("once")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Secret is deleted at expiry"
+    );
+    assert_eq!(
+        expired.status.unwrap().revision,
+        Some(1),
+        "no new token was minted"
+    );
+}
+
+#[tokio::test]
+async fn deleting_revokes_and_releases_the_finalizer() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "delete").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "gone",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
+    )
+    .await;
+    let token_id = wait_reason(&tokens, "gone", "Issued")
+        .await
+        .status
+        .unwrap()
+        .token_id
+        .unwrap();
+
+    tokens
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(TIMEOUT, "the AccessToken to be gone", || async {
+        tokens
+            .get_opt("gone")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get_opt("gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        is_recorded_as_revoked(&client, &token_id).await,
+        "the token id is recorded as revoked"
+    );
+
+    // A namespace with tokens in it can be deleted without hanging.
+    apply(
+        &tokens,
+        "left-behind",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
+    )
+    .await;
+    let left = wait_reason(&tokens, "left-behind", "Issued")
+        .await
+        .status
+        .unwrap()
+        .token_id
+        .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(TIMEOUT, "the namespace to be deleted", || async {
+        namespaces
+            .get_opt(&ns.name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(is_recorded_as_revoked(&client, &left).await);
+}
+
+#[tokio::test]
+async fn revoked_true_removes_the_secret_and_keeps_the_record() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "revoke").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let spec =
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] });
+    apply(&tokens, "leaked", json!({ "spec": spec })).await;
+    let token_id = wait_reason(&tokens, "leaked", "Issued")
+        .await
+        .status
+        .unwrap()
+        .token_id
+        .unwrap();
+
+    let mut revoked_spec = spec.clone();
+    revoked_spec["revoked"] = json!(true);
+    apply(&tokens, "leaked", json!({ "spec": revoked_spec })).await;
+    let revoked = wait_reason(&tokens, "leaked", "Revoked").await;
+    assert_eq!(
+        revoked.status.as_ref().unwrap().token_id.as_deref(),
+        Some(token_id.as_str())
+    );
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get_opt("leaked")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(is_recorded_as_revoked(&client, &token_id).await);
+
+    // Clearing `revoked` issues a fresh token.
+    apply(&tokens, "leaked", json!({ "spec": spec })).await;
+    let reissued = wait_reason(&tokens, "leaked", "Issued")
+        .await
+        .status
+        .unwrap();
+    assert_ne!(reissued.token_id.as_deref(), Some(token_id.as_str()));
+    assert_eq!(reissued.revision, Some(2));
+}
+
+#[tokio::test]
+async fn leaves_a_foreign_secret_untouched() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "foreign").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let foreign = secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("taken".into()),
+                    labels: Some([("owner".to_string(), "someone-else".to_string())].into()),
+                    ..ObjectMeta::default()
+                },
+                string_data: Some([("token".to_string(), "their-value".to_string())].into()),
+                ..Secret::default()
+            },
+        )
+        .await
+        .unwrap();
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "taken",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
+    )
+    .await;
+    let conflicted = wait_reason(&tokens, "taken", "SecretConflict").await;
+    let status = conflicted.status.unwrap();
+    let message = &support::resources::ready(&status.conditions)
+        .unwrap()
+        .message;
+    assert!(message.contains("not owned"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = secrets.get("taken").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        foreign.metadata.resource_version
+    );
+    assert_eq!(after.data, foreign.data);
+    assert_eq!(after.metadata.labels, foreign.metadata.labels);
+
+    // Deleting the AccessToken does not delete a Secret it never owned.
+    tokens
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(TIMEOUT, "the AccessToken to be gone", || async {
+        tokens
+            .get_opt("taken")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(secrets.get("taken").await.unwrap().data, foreign.data);
+}
+
+#[tokio::test]
+async fn reports_issuer_policy_violations_as_conditions() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "policy").await;
+    token_issuer(
+        &client,
+        &ns.name,
+        "strict",
+        json!({ "allowedScopes": ["read_*"], "maxLifetime": "1h" }),
+    )
+    .await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let strict = json!({ "kind": "TokenIssuer", "name": "strict" });
+    let message_of = |t: &AccessToken| {
+        support::resources::ready(&t.status.as_ref().unwrap().conditions)
+            .unwrap()
+            .message
+            .clone()
+    };
+
+    apply(
+        &tokens,
+        "too-wide",
+        json!({ "spec": { "issuerRef": strict, "scopes": ["read_x", "admin"] } }),
+    )
+    .await;
+    let t = wait_reason(&tokens, "too-wide", "InvalidSpec").await;
+    assert!(
+        message_of(&t).contains("\"admin\""),
+        "names the scope: {}",
+        message_of(&t)
+    );
+
+    apply(
+        &tokens,
+        "too-long",
+        json!({ "spec": { "issuerRef": strict, "lifetime": "2h" } }),
+    )
+    .await;
+    let t = wait_reason(&tokens, "too-long", "InvalidSpec").await;
+    assert!(message_of(&t).contains("maxLifetime"), "{}", message_of(&t));
+
+    apply(
+        &tokens,
+        "orphan",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "missing" } } }),
+    )
+    .await;
+    let t = wait_reason(&tokens, "orphan", "IssuerNotReady").await;
+    assert!(message_of(&t).contains("missing"), "{}", message_of(&t));
+
+    apply(
+        &tokens,
+        "fine",
+        json!({ "spec": { "issuerRef": strict, "scopes": ["read_x"], "lifetime": "30m" } }),
+    )
+    .await;
+    wait_reason(&tokens, "fine", "Issued").await;
+    for name in ["too-wide", "too-long", "orphan"] {
+        assert!(
+            Api::<Secret>::namespaced(client.clone(), &ns.name)
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none(),
+            "no Secret for the refused {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reissues_when_the_secret_is_deleted_or_edited() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "tamper").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "t",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
+    )
+    .await;
+    let first = wait_reason(&tokens, "t", "Issued")
+        .await
+        .status
+        .unwrap()
+        .token_id
+        .unwrap();
+
+    secrets.delete("t", &DeleteParams::default()).await.unwrap();
+    let second = wait_for(
+        &tokens,
+        "t",
+        TIMEOUT,
+        "a new token after the Secret was deleted",
+        |t| t.status.as_ref().is_some_and(|s| s.revision == Some(2)),
+    )
+    .await
+    .status
+    .unwrap()
+    .token_id
+    .unwrap();
+    assert!(secrets.get_opt("t").await.unwrap().is_some());
+    assert!(
+        is_recorded_as_revoked(&client, &first).await,
+        "the old token is revoked"
+    );
+
+    control_plane().kubectl(&[
+        "patch",
+        "secret",
+        "t",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"token":"hand-made"}}"#,
+    ]);
+    let third = wait_for(
+        &tokens,
+        "t",
+        TIMEOUT,
+        "a new token after the Secret was edited",
+        |t| t.status.as_ref().is_some_and(|s| s.revision == Some(3)),
+    )
+    .await
+    .status
+    .unwrap();
+    assert_ne!(third.token_id.as_deref(), Some(second.as_str()));
+    let secret = secrets.get("t").await.unwrap();
+    assert_ne!(secret_text(&secret, "token"), "hand-made");
+    assert!(is_recorded_as_revoked(&client, &second).await);
+    let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+    assert!(events.contains("Reissued"), "an event says so");
+}
+
+#[tokio::test]
+async fn spec_changes_reissue_and_template_changes_do_not() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "change").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let spec = |scopes: &[&str], label: &str| {
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "scopes": scopes,
+            "secretTemplate": { "labels": { "tier": label } },
+        }})
+    };
+    apply(&tokens, "c", spec(&["read"], "one")).await;
+    let first = wait_reason(&tokens, "c", "Issued").await.status.unwrap();
+
+    apply(&tokens, "c", spec(&["read"], "two")).await;
+    let relabelled = wait_for(&secrets, "c", TIMEOUT, "the new label on the Secret", |s| {
+        s.labels().get("tier").map(String::as_str) == Some("two")
+    })
+    .await;
+    assert_eq!(
+        Some(secret_text(&relabelled, "token-id")),
+        first.token_id,
+        "no new token"
+    );
+    assert_eq!(
+        tokens.get("c").await.unwrap().status.unwrap().revision,
+        Some(1)
+    );
+
+    apply(&tokens, "c", spec(&["read", "write"], "two")).await;
+    let changed = wait_for(
+        &tokens,
+        "c",
+        TIMEOUT,
+        "a new token for the new scopes",
+        |t| t.status.as_ref().is_some_and(|s| s.revision == Some(2)),
+    )
+    .await
+    .status
+    .unwrap();
+    let secret = secrets.get("c").await.unwrap();
+    assert_eq!(secret_text(&secret, "scopes"), "read write");
+    assert_eq!(Some(secret_text(&secret, "token-id")), changed.token_id);
+    assert!(is_recorded_as_revoked(&client, first.token_id.as_deref().unwrap()).await);
+}
+
+#[tokio::test]
+async fn old_tokens_verify_after_the_issuer_rotates_its_key() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "keyrot").await;
+    let issuer = token_issuer(
+        &client,
+        &ns.name,
+        "rolling",
+        json!({ "algorithm": "EdDSA", "keyRotation": { "interval": "15s" }, "maxLifetime": "5m" }),
+    )
+    .await;
+    let first_kid = issuer.status.clone().unwrap().active_key_id.unwrap();
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let spec = json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "rolling" }, "lifetime": "4m" } });
+    apply(&tokens, "before", spec.clone()).await;
+    wait_reason(&tokens, "before", "Issued").await;
+    let old_jwt = secret_text(&secrets.get("before").await.unwrap(), "token");
+    assert_eq!(
+        jsonwebtoken::decode_header(&old_jwt)
+            .unwrap()
+            .kid
+            .as_deref(),
+        Some(first_kid.as_str())
+    );
+
+    let issuers: Api<tokensmith::api::TokenIssuer> = Api::namespaced(client.clone(), &ns.name);
+    let rotated = wait_for(
+        &issuers,
+        "rolling",
+        Duration::from_secs(40),
+        "a new active key",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.active_key_id.as_deref())
+                .is_some_and(|k| k != first_kid)
+        },
+    )
+    .await;
+    let new_kid = rotated.status.clone().unwrap().active_key_id.unwrap();
+    let published: Vec<String> = rotated
+        .status
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert!(
+        published.contains(&first_kid) && published.contains(&new_kid),
+        "{published:?}"
+    );
+
+    apply(&tokens, "after", spec).await;
+    wait_reason(&tokens, "after", "Issued").await;
+    let new_jwt = secret_text(&secrets.get("after").await.unwrap(), "token");
+    assert_eq!(
+        jsonwebtoken::decode_header(&new_jwt)
+            .unwrap()
+            .kid
+            .as_deref(),
+        Some(new_kid.as_str())
+    );
+    verify_with_token_issuer(&client, &ns.name, &rotated_issuer(&issuers).await, &old_jwt)
+        .await
+        .expect("a token of the retired key still verifies");
+    verify_with_token_issuer(&client, &ns.name, &rotated_issuer(&issuers).await, &new_jwt)
+        .await
+        .expect("a token of the new key verifies");
+}
+
+async fn rotated_issuer(
+    issuers: &Api<tokensmith::api::TokenIssuer>,
+) -> tokensmith::api::TokenIssuer {
+    issuers.get("rolling").await.unwrap()
+}
+
+#[tokio::test]
+async fn issues_opaque_tokens_with_prefix_and_checksum() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "opaque").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "scanner-friendly",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "format": "Opaque",
+            "prefix": "etm_",
+        }}),
+    )
+    .await;
+    let status = wait_reason(&tokens, "scanner-friendly", "Issued")
+        .await
+        .status
+        .unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get("scanner-friendly")
+        .await
+        .unwrap();
+    let token = secret_text(&secret, "token");
+    assert!(
+        tokensmith::token::is_well_formed_opaque_token(&token, "etm_"),
+        "{}",
+        token.len()
+    );
+    assert_eq!(status.token_hash, Some(fingerprint(&token)));
+    assert_eq!(status.key_id, None);
+}
