@@ -704,3 +704,228 @@ async fn issues_opaque_tokens_with_prefix_and_checksum() {
     assert_eq!(status.token_hash, Some(fingerprint(&token)));
     assert_eq!(status.key_id, None);
 }
+
+#[tokio::test]
+async fn cluster_issuer_serves_only_the_namespaces_it_selects() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let admitted = TestNamespace::create(&client, "selected").await;
+    let refused = TestNamespace::create(&client, "unselected").await;
+    control_plane().kubectl(&["label", "namespace", &admitted.name, "tokens=allowed"]);
+    let issuer_name = format!("by-label-{}", admitted.name);
+    let issuers: Api<tokensmith::api::ClusterTokenIssuer> = Api::all(client.clone());
+    apply(
+        &issuers,
+        &issuer_name,
+        json!({ "spec": {
+            "issuerURL": "https://tokens.test/cluster",
+            "namespaceSelector": { "matchLabels": { "tokens": "allowed" } },
+        }}),
+    )
+    .await;
+    let issuer = wait_for(
+        &issuers,
+        &issuer_name,
+        TIMEOUT,
+        "the ClusterTokenIssuer to be Ready",
+        |i| i.status.as_ref().is_some_and(|s| s.active_key_id.is_some()),
+    )
+    .await;
+    // Its keys live in the operator's namespace, in a Secret it owns.
+    let key_secret = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get(&format!("tokensmith-clusterissuer-{issuer_name}"))
+        .await
+        .expect("the key Secret");
+    assert_eq!(key_secret.owner_references()[0].uid, issuer.uid().unwrap());
+
+    let spec =
+        json!({ "spec": { "issuerRef": { "kind": "ClusterTokenIssuer", "name": issuer_name } } });
+    let good: Api<AccessToken> = Api::namespaced(client.clone(), &admitted.name);
+    apply(&good, "t", spec.clone()).await;
+    let issued = wait_reason(&good, "t", "Issued").await.status.unwrap();
+    assert_eq!(issued.key_id, issuer.status.clone().unwrap().active_key_id);
+
+    let bad: Api<AccessToken> = Api::namespaced(client.clone(), &refused.name);
+    apply(&bad, "t", spec).await;
+    let t = wait_reason(&bad, "t", "InvalidSpec").await;
+    let status = t.status.unwrap();
+    let message = &support::resources::ready(&status.conditions)
+        .unwrap()
+        .message;
+    assert!(message.contains("namespaceSelector"), "{message}");
+    issuers
+        .delete(&issuer_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn deleting_the_bound_object_revokes_the_token() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "bound").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let user = config_maps
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("alice".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+        )
+        .await
+        .unwrap();
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "alice-token",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "subject": "alice",
+            "boundObjectRef": { "kind": "ConfigMap", "name": "alice" },
+        }}),
+    )
+    .await;
+    let issued = wait_reason(&tokens, "alice-token", "Issued").await;
+    assert!(
+        issued
+            .owner_references()
+            .iter()
+            .any(|r| r.uid == user.uid().unwrap()),
+        "the AccessToken is a dependent of its bound object"
+    );
+    let token_id = issued.status.unwrap().token_id.unwrap();
+
+    config_maps
+        .delete("alice", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        TIMEOUT,
+        "the garbage collector and finalizer to remove the token",
+        || async {
+            tokens
+                .get_opt("alice-token")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(is_recorded_as_revoked(&client, &token_id).await);
+
+    apply(
+        &tokens,
+        "nobody-token",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "boundObjectRef": { "kind": "ServiceAccount", "name": "nobody" },
+        }}),
+    )
+    .await;
+    wait_reason(&tokens, "nobody-token", "InvalidSpec").await;
+}
+
+#[tokio::test]
+async fn rotation_restarts_the_listed_workloads() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "restart-targets").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &deployments,
+        "reader",
+        json!({ "spec": {
+            "selector": { "matchLabels": { "app": "reader" } },
+            "template": {
+                "metadata": { "labels": { "app": "reader" } },
+                "spec": { "containers": [{ "name": "app", "image": "example.invalid/reader:1" }] },
+            },
+        }}),
+    )
+    .await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "env-token",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "lifetime": "15s",
+            "rolloutRestartTargets": [{ "kind": "Deployment", "name": "reader" }],
+        }}),
+    )
+    .await;
+    wait_reason(&tokens, "env-token", "Issued").await;
+    let restarted = wait_for(
+        &deployments,
+        "reader",
+        Duration::from_secs(30),
+        "a rollout restart",
+        |d| {
+            d.spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .is_some_and(|a| a.contains_key("tokensmith.dev/restartedAt"))
+        },
+    )
+    .await;
+    assert!(restarted.metadata.generation.unwrap() >= 2);
+    assert_eq!(
+        tokens
+            .get("env-token")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .revision,
+        Some(2),
+        "the restart followed a rotation"
+    );
+}
+
+#[tokio::test]
+async fn app_tokens_carry_the_client_id() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "app").await;
+    let issuer = token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let apps: Api<tokensmith::api::AppRegistration> = Api::namespaced(client.clone(), &ns.name);
+    let app = apply(&apps, "billing", json!({ "spec": { "scopes": ["read"] } })).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "billing-token",
+        json!({ "spec": {
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "appRef": { "name": "billing" },
+            "userless": true,
+        }}),
+    )
+    .await;
+    let status = wait_reason(&tokens, "billing-token", "Issued")
+        .await
+        .status
+        .unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get("billing-token")
+        .await
+        .unwrap();
+    let claims =
+        verify_with_token_issuer(&client, &ns.name, &issuer, &secret_text(&secret, "token"))
+            .await
+            .unwrap();
+    assert_eq!(claims.client_id, app.uid());
+    assert_eq!(
+        Some(claims.sub),
+        status.token_id,
+        "a userless token is its own subject"
+    );
+}

@@ -31,7 +31,7 @@ use kube::{
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use self::{
     plan::{ClaimsInput, RecordedToken},
@@ -140,14 +140,16 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
         .namespace()
         .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, token, |event| async {
+    let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
             FinalizerEvent::Apply(token) => Reconciler::new(&token, &ctx)?.apply().await,
             FinalizerEvent::Cleanup(token) => Reconciler::new(&token, &ctx)?.cleanup().await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    debug!(?action, "reconciled");
+    Ok(action)
 }
 
 /// Why a new token is minted.
