@@ -34,3 +34,36 @@ fn checked_in_crds_match_the_rust_types() {
         }
     }
 }
+
+/// `kubectl explain` is only useful when every field says what it is.
+#[test]
+fn every_field_has_a_description() {
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, field) in properties {
+                let field_path = format!("{path}.{name}");
+                if field.get("description").is_none() {
+                    missing.push(field_path.clone());
+                }
+                walk(field, &field_path, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    for crd in tokensmith::api::crds() {
+        let crd = serde_json::to_value(&crd).unwrap();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        walk(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            &kind,
+            &mut missing,
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:#?}"
+    );
+}

@@ -38,6 +38,7 @@ pub const SCOPE_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}$";
     group = "tokensmith.dev",
     version = "v1alpha1",
     kind = "AccessToken",
+    doc = "A long-lived API access token for one workload or person, minted by tokensmith into a Secret, rotated before it expires and revoked when this resource is deleted.",
     namespaced,
     shortname = "atk",
     category = "tokensmith",
@@ -59,7 +60,7 @@ pub const SCOPE_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}$";
         json_path = ".status.secretName",
         priority = 1
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",

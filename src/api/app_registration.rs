@@ -12,6 +12,7 @@ use super::{Conditions, Duration, IssuerRef, SecretTemplate};
     group = "tokensmith.dev",
     version = "v1alpha1",
     kind = "AppRegistration",
+    doc = "An OAuth 2.0 client registration: tokensmith writes its client id and secret to a Secret and issues it access tokens at the token endpoint.",
     namespaced,
     shortname = "app",
     category = "tokensmith",

@@ -10,6 +10,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use serde_json::json;
@@ -48,10 +49,15 @@ pub fn controller<I: Issuer>(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
     use futures::StreamExt;
+    // The key Secrets are watched by metadata only: a deleted or replaced
+    // one is noticed at once, and no key material is cached by the watch.
+    let key_secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
     Controller::new(
         Api::<I>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
+    .owns(key_secrets, watcher::Config::default().labels(ISSUER_LABEL))
+    .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
     .graceful_shutdown_on(shutdown)
     .run(reconcile::<I>, error_policy::<I>, ctx)
     .map(|result| {

@@ -11,11 +11,11 @@ pub mod revocation;
 pub use context::{Config, Context};
 pub use error::{Error, Result};
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use futures::StreamExt;
 use kube::Client;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The field manager of every write the operator makes.
 pub const MANAGER: &str = "tokensmith";
@@ -23,6 +23,12 @@ pub const MANAGER: &str = "tokensmith";
 pub const FINALIZER: &str = "tokensmith.dev/revoke";
 /// Marks what the operator created; watches of Secrets select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tokensmith");
+
+/// How long running reconciles may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Reconciles of one kind running at once: bounds the load on the API server
+/// when thousands of tokens need work together.
+pub const CONCURRENCY: u16 = 32;
 
 /// Runs every controller until `shutdown` completes.
 pub async fn run(
@@ -38,6 +44,12 @@ pub async fn run(
     let cluster_issuers =
         issuer::controller::<crate::api::ClusterTokenIssuer>(ctx.clone(), shutdown.clone());
     let access_tokens = access_token::controller(ctx.clone(), triggers, shutdown.clone());
+    // Reconciles are idempotent, so one cut short by the grace period is
+    // simply done again by the next instance.
+    let grace_expired = async {
+        shutdown.clone().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
     tokio::select! {
         _ = futures::future::join3(
             token_issuers.for_each(|_| async {}),
@@ -45,6 +57,7 @@ pub async fn run(
             access_tokens.for_each(|_| async {}),
         ) => {}
         _ = watches => anyhow::bail!("the shared watches ended"),
+        _ = grace_expired => warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     info!("controllers stopped");
     Ok(())

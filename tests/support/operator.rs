@@ -23,7 +23,8 @@ pub const OPERATOR_NAMESPACE: &str = "tokensmith-system";
 pub struct Operator {
     pub pid: i32,
     pub log: PathBuf,
-    waiter: Option<std::thread::JoinHandle<()>>,
+    exited: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    running: bool,
 }
 
 /// The operator shared by every test of this test binary.
@@ -75,12 +76,14 @@ impl Operator {
             });
         }
         let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let (exit_tx, exited) = std::sync::mpsc::channel();
         // The thread that spawns the child lives until the child exits, so
         // PDEATHSIG fires only when the child is killed or the test binary ends.
-        let waiter = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let mut child = command.spawn().expect("the operator binary starts");
             pid_tx.send(child.id() as i32).unwrap();
             let _ = child.wait();
+            let _ = exit_tx.send(());
         });
         let pid = pid_rx
             .recv_timeout(Duration::from_secs(10))
@@ -88,7 +91,8 @@ impl Operator {
         Self {
             pid,
             log,
-            waiter: Some(waiter),
+            exited: std::sync::Mutex::new(exited),
+            running: true,
         }
     }
 
@@ -97,18 +101,46 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends `signal` and waits for the process to end.
+    /// Sends `signal` and waits for the process to end; an operator that is
+    /// still running 30 s later is killed and the test fails.
     pub fn stop_with(&mut self, signal: i32) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.pid, signal) };
-        if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.join();
+        if self
+            .exited
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .is_err()
+        {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self
+                .exited
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            panic!(
+                "the operator did not exit within 30 s of signal {signal}; log: {}",
+                self.log.display()
+            );
         }
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        self.stop_with(libc::SIGKILL);
+        if std::mem::replace(&mut self.running, false) {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self
+                .exited
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+        }
     }
 }

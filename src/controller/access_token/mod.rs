@@ -98,6 +98,10 @@ pub fn controller(
                 )
             },
         )
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(crate::controller::CONCURRENCY),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .map(|result| {
@@ -310,7 +314,7 @@ impl<'a> Reconciler<'a> {
             }
             None => {
                 let record = recorded.expect("no mint only with an intact Secret");
-                self.keep(&secret, record, &timing).await
+                self.keep(&secret, record, &timing, &issuer).await
             }
         }
     }
@@ -615,28 +619,23 @@ impl<'a> Reconciler<'a> {
         secret: &SecretState,
         record: RecordedToken,
         timing: &TimingPolicy,
+        issuer: &ResolvedIssuer,
     ) -> Result<Action> {
         let template_hash = plan::template_hash(&self.token.spec);
         if record.template_hash.as_deref() != Some(template_hash.as_str()) {
-            let issuer_settings = self
-                .resolve_issuer()
-                .map_err(|_| Error::WatchesStopped)
-                .ok();
-            if let Some(issuer) = issuer_settings {
-                let updated = RecordedToken {
-                    template_hash: Some(template_hash),
-                    ..record.clone()
-                };
-                secret::write(
-                    self.ctx,
-                    self.token,
-                    &updated,
-                    None,
-                    &issuer.settings,
-                    secret,
-                )
-                .await?;
-            }
+            let updated = RecordedToken {
+                template_hash: Some(template_hash),
+                ..record.clone()
+            };
+            secret::write(
+                self.ctx,
+                self.token,
+                &updated,
+                None,
+                &issuer.settings,
+                secret,
+            )
+            .await?;
         }
         let readiness = match ready_condition(&self.status.conditions) {
             Some(c)
