@@ -1,10 +1,110 @@
 //! Facts about a Secret the operator writes, read from its metadata alone so
 //! that no Secret data has to be fetched or cached to know it is intact.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde_json::Value;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+    runtime::reflector::ObjectRef,
+};
+use serde_json::{Value, json};
 
-use super::MANAGER;
+use super::{Context, MANAGER, Result};
+
+/// The target Secret as the reconcile finds it.
+pub enum SecretState {
+    Absent,
+    /// Exists and is not controlled by the resource: never touched.
+    Foreign,
+    Ours(Box<ObjectMeta>),
+}
+
+impl SecretState {
+    /// Looks the Secret up in the metadata cache, and asks the API server
+    /// (metadata only) when the cache does not have it: a Secret the operator
+    /// did not label is not in the cache, and must not be mistaken for absent.
+    pub async fn observe(
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+        owner_uid: &str,
+    ) -> Result<Self> {
+        let cached = ctx
+            .managed_secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| s.metadata.clone());
+        let meta = match cached {
+            Some(meta) => Some(meta),
+            None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+                .get_metadata_opt(name)
+                .await?
+                .map(|m| m.metadata),
+        };
+        Ok(match meta {
+            None => Self::Absent,
+            Some(meta) if is_controlled_by(&meta, owner_uid) => Self::Ours(Box::new(meta)),
+            Some(_) => Self::Foreign,
+        })
+    }
+}
+
+/// Writes `secret` as the operator: creates it when absent (so that a Secret
+/// created meanwhile by someone else is never taken over: the create fails),
+/// or applies it with the observed UID as precondition when it is ours.
+pub async fn put(ctx: &Context, mut secret: Secret, state: &SecretState) -> Result<()> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match state {
+        SecretState::Ours(meta) => {
+            secret.metadata.uid = meta.uid.clone();
+            let mut body = serde_json::to_value(&secret).expect("a Secret serializes");
+            body["apiVersion"] = json!("v1");
+            body["kind"] = json!("Secret");
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        }
+        SecretState::Absent => {
+            let params = PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..PostParams::default()
+            };
+            api.create(&params, &secret).await?;
+        }
+        SecretState::Foreign => unreachable!("a foreign Secret is reported before any write"),
+    }
+    Ok(())
+}
+
+/// Deletes the Secret if the resource owns it, guarded by its UID.
+pub async fn delete_if_ours(ctx: &Context, namespace: &str, state: &SecretState) -> Result<()> {
+    let SecretState::Ours(meta) = state else {
+        return Ok(());
+    };
+    let name = meta.name.clone().unwrap_or_default();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .delete(&name, &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Whether the object is controlled by the owner with `uid`.
 pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {

@@ -35,13 +35,14 @@ use tracing::{debug, info, instrument, warn};
 
 use self::{
     plan::{ClaimsInput, RecordedToken},
-    secret::SecretState,
+    secret::TokenSecret,
 };
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_ready},
     context::Triggers,
     issuer::key_secret_location,
+    managed_secret::{SecretState, delete_if_ours},
     revocation::RevokedToken,
 };
 use crate::{
@@ -671,7 +672,7 @@ impl<'a> Reconciler<'a> {
 
     /// The token reached its end and is not renewed: the Secret goes.
     async fn expire(&self, secret: &SecretState) -> Result<Action> {
-        secret::delete_if_ours(self.ctx, &self.namespace, secret).await?;
+        delete_if_ours(self.ctx, &self.namespace, secret).await?;
         let mut status = self.status.clone();
         status.renewal_time = None;
         status.secret_name = None;
@@ -716,7 +717,7 @@ impl<'a> Reconciler<'a> {
         }
         let live = self.live_tokens(recorded);
         self.ctx.revocations.revoke(&live, self.now).await?;
-        secret::delete_if_ours(self.ctx, &self.namespace, secret).await?;
+        delete_if_ours(self.ctx, &self.namespace, secret).await?;
         let mut status = self.status.clone();
         if let Some(record) = recorded {
             status.token_id = Some(record.token_id.clone());
@@ -754,7 +755,7 @@ impl<'a> Reconciler<'a> {
             SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
         let live = self.live_tokens(secret.recorded().as_ref());
         self.ctx.revocations.revoke(&live, self.now).await?;
-        secret::delete_if_ours(self.ctx, &self.namespace, &secret).await?;
+        delete_if_ours(self.ctx, &self.namespace, &secret).await?;
         if !live.is_empty() {
             info!(revoked = live.len(), "AccessToken deleted: tokens revoked");
             self.ctx

@@ -7,69 +7,35 @@ use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret, ServiceAccount},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
-    runtime::reflector::ObjectRef,
-};
+use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 
 use super::plan::{ACCESS_TOKEN_LABEL, RecordedToken, data};
 use crate::{
     api::{AccessToken, IssuerSettings},
     controller::{
-        Context, Error, MANAGED_BY, MANAGER, Result,
-        managed_secret::{controller_reference, data_is_intact, is_controlled_by},
+        Context, Error, MANAGED_BY, Result,
+        managed_secret::{SecretState, controller_reference, data_is_intact, put},
     },
 };
 
-/// The target Secret as the reconcile finds it.
-pub enum SecretState {
-    Absent,
-    /// Exists and is not controlled by this AccessToken: never touched.
-    Foreign,
-    Ours(Box<ObjectMeta>),
+/// What an AccessToken needs to know of its Secret beyond ownership.
+pub trait TokenSecret {
+    /// What the Secret's annotations say it holds.
+    fn recorded(&self) -> Option<RecordedToken>;
+    /// Whether it still holds, untouched, the token its annotations describe.
+    fn is_intact(&self) -> bool;
 }
 
-impl SecretState {
-    /// Looks the Secret up in the metadata cache, and asks the API server
-    /// (metadata only) when the cache does not have it: a Secret the operator
-    /// did not label is not in the cache, and must not be mistaken for absent.
-    pub async fn observe(
-        ctx: &Context,
-        namespace: &str,
-        name: &str,
-        owner_uid: &str,
-    ) -> Result<Self> {
-        let cached = ctx
-            .managed_secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|s| s.metadata.clone());
-        let meta = match cached {
-            Some(meta) => Some(meta),
-            None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_metadata_opt(name)
-                .await?
-                .map(|m| m.metadata),
-        };
-        Ok(match meta {
-            None => Self::Absent,
-            Some(meta) if is_controlled_by(&meta, owner_uid) => Self::Ours(Box::new(meta)),
-            Some(_) => Self::Foreign,
-        })
-    }
-
-    /// What the Secret's annotations say it holds.
-    pub fn recorded(&self) -> Option<RecordedToken> {
+impl TokenSecret for SecretState {
+    fn recorded(&self) -> Option<RecordedToken> {
         match self {
             Self::Ours(meta) => RecordedToken::from_meta(meta),
             _ => None,
         }
     }
 
-    /// Whether it still holds, untouched, the token its annotations describe.
-    pub fn is_intact(&self) -> bool {
+    fn is_intact(&self) -> bool {
         match self {
             Self::Ours(meta) => {
                 data_is_intact(meta, data::ALL) && RecordedToken::from_meta(meta).is_some()
@@ -108,7 +74,7 @@ pub async fn write(
     annotations.extend(record.annotations());
     let owner =
         controller_reference(token).ok_or(Error::MissingObjectKey("AccessToken", "metadata"))?;
-    let mut secret = Secret {
+    let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
@@ -121,29 +87,7 @@ pub async fn write(
         data: Some(data),
         ..Secret::default()
     };
-    match state {
-        SecretState::Ours(meta) => {
-            secret.metadata.uid = meta.uid.clone();
-            let mut body = serde_json::to_value(&secret).expect("a Secret serializes");
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("Secret");
-            api.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
-        }
-        SecretState::Absent => {
-            let params = PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..PostParams::default()
-            };
-            api.create(&params, &secret).await?;
-        }
-        SecretState::Foreign => unreachable!("a foreign Secret is reported before any write"),
-    }
-    Ok(())
+    put(ctx, secret, state).await
 }
 
 fn token_data(
@@ -164,29 +108,6 @@ fn token_data(
         (data::ISSUER.into(), text(&issuer.issuer_url)),
         (data::SCOPES.into(), text(&token.spec.scopes.join(" "))),
     ])
-}
-
-/// Deletes the Secret if this AccessToken owns it, guarded by its UID.
-pub async fn delete_if_ours(ctx: &Context, namespace: &str, state: &SecretState) -> Result<()> {
-    let SecretState::Ours(meta) = state else {
-        return Ok(());
-    };
-    let name = meta.name.clone().unwrap_or_default();
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: meta.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .delete(&name, &params)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The UID of a core object a token can be bound to, if it exists.
