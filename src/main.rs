@@ -34,6 +34,11 @@ struct RunArgs {
     /// Names this instance in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Base URL clients reach the token service at; AppRegistration Secrets
+    /// get `<URL>/oauth/token` as `token-url`. Default:
+    /// `https://tokensmith.<namespace>.svc`.
+    #[arg(long, env = "TOKENSMITH_PUBLIC_URL")]
+    public_url: Option<String>,
     /// A kubeconfig to use instead of the in-cluster config or $KUBECONFIG.
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
@@ -79,9 +84,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => Client::try_default().await?,
     };
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("https://tokensmith.{}.svc", args.namespace));
     let config = tokensmith::controller::Config {
         namespace: args.namespace,
         instance: args.instance,
+        public_url,
     };
     tokensmith::controller::run(client, config, shutdown_signal()).await
 }

@@ -109,7 +109,7 @@ pub enum AppType {
 #[x_kube(validation = Rule::new("duration(self.gracePeriod) < duration(self.interval)").message("gracePeriod must be shorter than interval"))]
 pub struct ClientSecretRotation {
     /// Age at which the client secret is replaced, e.g. `720h`.
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("clientSecretRotation.interval must be at least 1m"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("clientSecretRotation.interval must be at least 10s"))]
     pub interval: Duration,
     /// How long the previous secret keeps working after a rotation, e.g. `1h`.
     pub grace_period: Duration,
@@ -135,4 +135,41 @@ pub struct AppRegistrationStatus {
     /// When the current client secret was generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_rotated_at: Option<Time>,
+    /// `sha256:<hex>` of the previous client secret while its grace period
+    /// runs; it still authenticates until `previousClientSecretExpiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_client_secret_hash: Option<String>,
+    /// End of the previous client secret's grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_client_secret_expires_at: Option<Time>,
+}
+
+/// Default `accessTokenLifetime`.
+pub const DEFAULT_ACCESS_TOKEN_LIFETIME: &str = "30m";
+/// Default `refreshTokenLifetime`.
+pub const DEFAULT_REFRESH_TOKEN_LIFETIME: &str = "1h";
+
+/// Defaults and derived values of an AppRegistration's spec.
+impl AppRegistrationSpec {
+    pub fn app_type(&self) -> AppType {
+        self.app_type.unwrap_or_default()
+    }
+
+    pub fn issuer_ref(&self) -> IssuerRef {
+        self.issuer_ref.clone().unwrap_or_default()
+    }
+
+    pub fn access_token_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.access_token_lifetime.as_ref().map_or_else(
+            || super::parse_go_duration(DEFAULT_ACCESS_TOKEN_LIFETIME),
+            |d| d.to_std(),
+        )
+    }
+
+    pub fn refresh_token_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.refresh_token_lifetime.as_ref().map_or_else(
+            || super::parse_go_duration(DEFAULT_REFRESH_TOKEN_LIFETIME),
+            |d| d.to_std(),
+        )
+    }
 }

@@ -14,9 +14,9 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{MANAGED_BY, revocation::RevocationStore};
+use super::{MANAGED_BY, issuer_ref::IssuerStores, revocation::RevocationStore};
 use crate::{
-    api::{ClusterTokenIssuer, TokenIssuer},
+    api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
     token::SigningKey,
 };
 
@@ -28,6 +28,9 @@ pub struct Config {
     pub namespace: String,
     /// Names this instance in events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Base URL clients reach the token service at (written to
+    /// AppRegistration Secrets as `token-url`).
+    pub public_url: String,
 }
 
 /// What every reconcile shares.
@@ -38,9 +41,8 @@ pub struct Context {
     pub revocations: RevocationStore,
     /// Metadata of the Secrets the operator manages (never their data).
     pub managed_secrets: Store<PartialObjectMeta<Secret>>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub token_issuers: Store<TokenIssuer>,
-    pub cluster_issuers: Store<ClusterTokenIssuer>,
+    pub issuers: IssuerStores,
+    pub apps: Store<AppRegistration>,
     /// Active signing keys by the path of their issuer's key Secret, so a
     /// mint does not read and parse the Secret each time.
     pub signing_keys: Mutex<HashMap<String, SigningKey>>,
@@ -55,6 +57,7 @@ pub struct Triggers {
     pub secrets: Trigger<PartialObjectMeta<Secret>>,
     pub token_issuers: Trigger<TokenIssuer>,
     pub cluster_issuers: Trigger<ClusterTokenIssuer>,
+    pub apps: Trigger<AppRegistration>,
 }
 
 /// The label selector of every Secret the operator manages.
@@ -77,7 +80,16 @@ impl Context {
         let (token_issuers, token_issuers_writer) = reflector::store();
         let (cluster_issuers, cluster_issuers_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
+        let (apps, apps_writer) = reflector::store();
         let triggers = Triggers {
+            apps: watcher(
+                Api::<AppRegistration>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(apps_writer)
+            .touched_objects()
+            .boxed(),
             secrets: watcher(
                 Api::<PartialObjectMeta<Secret>>::all(client.clone()),
                 watcher::Config::default().labels(&managed_selector()),
@@ -123,9 +135,12 @@ impl Context {
             client,
             config,
             managed_secrets,
-            namespaces,
-            token_issuers,
-            cluster_issuers,
+            apps,
+            issuers: IssuerStores {
+                token_issuers,
+                cluster_issuers,
+                namespaces,
+            },
             signing_keys: Mutex::new(HashMap::new()),
         });
         (ctx, triggers, watches)
@@ -135,9 +150,10 @@ impl Context {
     /// reconciles start with it, so no decision is made on a partial view.
     pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.managed_secrets.wait_until_ready().await?;
-        self.namespaces.wait_until_ready().await?;
-        self.token_issuers.wait_until_ready().await?;
-        self.cluster_issuers.wait_until_ready().await?;
+        self.issuers.namespaces.wait_until_ready().await?;
+        self.issuers.token_issuers.wait_until_ready().await?;
+        self.issuers.cluster_issuers.wait_until_ready().await?;
+        self.apps.wait_until_ready().await?;
         Ok(())
     }
 

@@ -1,10 +1,12 @@
 //! The reconcilers, one per kind, and what they share.
 
 mod access_token;
+pub mod app_registration;
 mod conditions;
 mod context;
 mod error;
 mod issuer;
+pub mod issuer_ref;
 mod managed_secret;
 pub mod revocation;
 
@@ -44,6 +46,7 @@ pub async fn run(
     let cluster_issuers =
         issuer::controller::<crate::api::ClusterTokenIssuer>(ctx.clone(), shutdown.clone());
     let access_tokens = access_token::controller(ctx.clone(), triggers, shutdown.clone());
+    let apps = app_registration::controller(ctx.clone(), shutdown.clone());
     // Reconciles are idempotent, so one cut short by the grace period is
     // simply done again by the next instance.
     let grace_expired = async {
@@ -51,10 +54,11 @@ pub async fn run(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        _ = futures::future::join3(
+        _ = futures::future::join4(
             token_issuers.for_each(|_| async {}),
             cluster_issuers.for_each(|_| async {}),
             access_tokens.for_each(|_| async {}),
+            apps.for_each(|_| async {}),
         ) => {}
         _ = watches => anyhow::bail!("the shared watches ended"),
         _ = grace_expired => warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),

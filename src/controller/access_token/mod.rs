@@ -19,7 +19,6 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    core::{Selector, SelectorExt},
     runtime::{
         Controller,
         controller::Action,
@@ -41,14 +40,14 @@ use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_ready},
     context::Triggers,
-    issuer::key_secret_location,
+    issuer_ref::ResolvedIssuer,
     managed_secret::{SecretState, delete_if_ours},
     revocation::RevokedToken,
 };
 use crate::{
     api::{
         AccessToken, AccessTokenStatus, AppRegistration, BoundObjectKind, ClusterTokenIssuer,
-        Issuer, IssuerKind, IssuerSettings, PreviousToken, TokenFormat, TokenIssuer, WorkloadKind,
+        IssuerKind, PreviousToken, TokenFormat, TokenIssuer, WorkloadKind,
     },
     token::{
         DEFAULT_OPAQUE_PREFIX, LifetimeLimits, SigningKey, TimingError, TimingPolicy, fingerprint,
@@ -63,7 +62,6 @@ mod reason {
     pub const EXPIRED: &str = "Expired";
     pub const REVOKED: &str = "Revoked";
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const ISSUER_NOT_READY: &str = "IssuerNotReady";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
 }
 
@@ -78,6 +76,7 @@ pub fn controller(
     );
     let for_token_issuers = controller.store();
     let for_cluster_issuers = controller.store();
+    let for_apps = controller.store();
     controller
         .owns_stream(triggers.secrets)
         .watches_stream(triggers.token_issuers, move |issuer: TokenIssuer| {
@@ -87,6 +86,21 @@ pub fn controller(
                 issuer.namespace(),
                 &issuer.name_any(),
             )
+        })
+        .watches_stream(triggers.apps, move |app: AppRegistration| {
+            let namespace = app.namespace();
+            for_apps
+                .state()
+                .iter()
+                .filter(|t| {
+                    t.namespace() == namespace
+                        && t.spec
+                            .app_ref
+                            .as_ref()
+                            .is_some_and(|a| a.name == app.name_any())
+                })
+                .map(|t| ObjectRef::from_obj(t.as_ref()))
+                .collect::<Vec<_>>()
         })
         .watches_stream(
             triggers.cluster_issuers,
@@ -177,15 +191,6 @@ impl MintReason {
     }
 }
 
-/// The issuer an AccessToken resolved to.
-struct ResolvedIssuer {
-    kind: IssuerKind,
-    name: String,
-    settings: IssuerSettings,
-    active_key_id: String,
-    key_secret: (String, String),
-}
-
 struct Reconciler<'a> {
     token: &'a AccessToken,
     ctx: &'a Context,
@@ -223,7 +228,23 @@ impl<'a> Reconciler<'a> {
             return self.blocked(problem, None).await;
         }
         if self.token.spec.is_revoked() {
-            return self.revoke(&secret, recorded.as_ref()).await;
+            let why = "spec.revoked is true (set it to false to issue a new token)";
+            return self.revoke(&secret, recorded.as_ref(), why).await;
+        }
+        if let Some(app) = &self.token.spec.app_ref
+            && self.app_client_id(&app.name).is_none()
+        {
+            if self.status.token_id.is_some() || recorded.is_some() {
+                let why = format!("AppRegistration {} (spec.appRef) was deleted", app.name);
+                return self.revoke(&secret, recorded.as_ref(), &why).await;
+            }
+            let message = format!("AppRegistration {} (spec.appRef) not found", app.name);
+            return self
+                .blocked(
+                    Readiness::not_ready(reason::INVALID_SPEC, message),
+                    Some(Duration::from_secs(60)),
+                )
+                .await;
         }
         if let SecretState::Foreign = secret {
             let message = format!(
@@ -356,88 +377,11 @@ impl<'a> Reconciler<'a> {
     }
 
     fn resolve_issuer(&self) -> Result<ResolvedIssuer, (Readiness, Option<Duration>)> {
-        let issuer_ref = self.token.spec.issuer_ref();
-        let retry = Some(Duration::from_secs(60));
-        let not_found = |kind: &str| {
-            let message = format!(
-                "{kind} {} not found; create it, or set spec.issuerRef to an existing issuer",
-                issuer_ref.name
-            );
-            (
-                Readiness::not_ready(reason::ISSUER_NOT_READY, message),
-                retry,
-            )
-        };
-        match issuer_ref.kind() {
-            IssuerKind::ClusterTokenIssuer => {
-                let issuer = self
-                    .ctx
-                    .cluster_issuers
-                    .get(&ObjectRef::new(&issuer_ref.name))
-                    .ok_or_else(|| not_found("ClusterTokenIssuer"))?;
-                if let Some(selector) = issuer.namespace_selector() {
-                    let labels = self
-                        .ctx
-                        .namespaces
-                        .get(&ObjectRef::new(&self.namespace))
-                        .and_then(|ns| ns.metadata.labels.clone())
-                        .unwrap_or_default();
-                    let admitted =
-                        Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels));
-                    if !admitted {
-                        let message = format!(
-                            "namespace {} is not selected by the namespaceSelector of ClusterTokenIssuer {}",
-                            self.namespace, issuer_ref.name
-                        );
-                        return Err((Readiness::not_ready(reason::INVALID_SPEC, message), None));
-                    }
-                }
-                self.ready_issuer(issuer.as_ref())
-            }
-            IssuerKind::TokenIssuer => {
-                let issuer = self
-                    .ctx
-                    .token_issuers
-                    .get(&ObjectRef::new(&issuer_ref.name).within(&self.namespace))
-                    .ok_or_else(|| not_found("TokenIssuer"))?;
-                self.ready_issuer(issuer.as_ref())
-            }
-        }
-    }
-
-    fn ready_issuer<I: Issuer>(
-        &self,
-        issuer: &I,
-    ) -> Result<ResolvedIssuer, (Readiness, Option<Duration>)> {
-        let status = issuer.issuer_status();
-        let ready = status
-            .and_then(|s| ready_condition(&s.conditions))
-            .filter(|c| c.status == "True");
-        let active_key_id = status.and_then(|s| s.active_key_id.clone());
-        match (ready, active_key_id) {
-            (Some(_), Some(active_key_id)) => Ok(ResolvedIssuer {
-                kind: I::KIND,
-                name: issuer.name_any(),
-                settings: issuer.settings().clone(),
-                active_key_id,
-                key_secret: key_secret_location(issuer, &self.ctx.config.namespace),
-            }),
-            _ => {
-                let why = status
-                    .and_then(|s| ready_condition(&s.conditions))
-                    .map(|c| format!(": {}", c.message))
-                    .unwrap_or_default();
-                let message = format!(
-                    "{} {} is not ready{why}",
-                    I::KIND.as_str(),
-                    issuer.name_any()
-                );
-                Err((
-                    Readiness::not_ready(reason::ISSUER_NOT_READY, message),
-                    Some(Duration::from_secs(30)),
-                ))
-            }
-        }
+        self.ctx.issuers.resolve(
+            &self.token.spec.issuer_ref(),
+            &self.namespace,
+            &self.ctx.config.namespace,
+        )
     }
 
     /// Mints a new token into the Secret and records it.
@@ -473,7 +417,7 @@ impl<'a> Reconciler<'a> {
         };
         let client_id = match &self.token.spec.app_ref {
             None => None,
-            Some(app) => match self.app_client_id(&app.name).await? {
+            Some(app) => match self.app_client_id(&app.name) {
                 Some(id) => Some(id),
                 None => {
                     let message = format!("AppRegistration {} (spec.appRef) not found", app.name);
@@ -709,6 +653,7 @@ impl<'a> Reconciler<'a> {
         &self,
         secret: &SecretState,
         recorded: Option<&RecordedToken>,
+        why: &str,
     ) -> Result<Action> {
         let already =
             self.ready_reason() == Some(reason::REVOKED) && matches!(secret, SecretState::Absent);
@@ -728,7 +673,7 @@ impl<'a> Reconciler<'a> {
         status.secret_name = None;
         status.previous_tokens.clear();
         let message = format!(
-            "revoked {} token(s) and removed the Secret; set spec.revoked to false to issue a new token",
+            "{why}: revoked {} token(s) and removed the Secret",
             live.len()
         );
         let readiness = Readiness::not_ready(reason::REVOKED, message.clone());
@@ -941,16 +886,15 @@ impl<'a> Reconciler<'a> {
     }
 
     /// The OAuth client id of the AppRegistration `name` (its UID), if it exists.
-    async fn app_client_id(&self, name: &str) -> Result<Option<String>> {
-        let app = Api::<AppRegistration>::namespaced(self.ctx.client.clone(), &self.namespace)
-            .get_opt(name)
-            .await?;
-        Ok(app.and_then(|a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.client_id.clone())
-                .or_else(|| a.uid())
-        }))
+    fn app_client_id(&self, name: &str) -> Option<String> {
+        let app = self
+            .ctx
+            .apps
+            .get(&ObjectRef::new(name).within(&self.namespace))?;
+        app.status
+            .as_ref()
+            .and_then(|s| s.client_id.clone())
+            .or_else(|| app.uid())
     }
 
     /// Makes the AccessToken a dependent of its `boundObjectRef`, so the
