@@ -15,3 +15,16 @@ if need rustup; then
       rustup component add "$component"
   done
 fi
+
+# A virtualenv with the Python clients the tests use (PyJWT, Authlib),
+# rebuilt when hack/python-requirements.txt changes.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${TOKENSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokensmith}/python"
+stamp="$venv/.requirements"
+if ! cmp -s "$here/python-requirements.txt" "$stamp" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python-requirements.txt"
+  cp "$here/python-requirements.txt" "$stamp"
+  echo "python clients installed in $venv" >&2
+fi

@@ -4,5 +4,7 @@
 pub mod api;
 pub mod controller;
 pub mod crdgen;
+pub mod leader;
+pub mod server;
 pub mod telemetry;
 pub mod token;

@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile issuers and AccessTokens.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRDs as YAML, or write them into `crds/` (and the chart's
     /// `crds/` when it exists) with --write.
     Crdgen {
@@ -39,6 +39,32 @@ struct RunArgs {
     /// `https://tokensmith.<namespace>.svc`.
     #[arg(long, env = "TOKENSMITH_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Where the token service listens (HTTPS).
+    #[arg(
+        long,
+        env = "TOKENSMITH_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:8443"
+    )]
+    listen_address: std::net::SocketAddr,
+    /// A `kubernetes.io/tls` Secret (`[namespace/]name`, e.g. from
+    /// cert-manager) to serve with. Without it, a CA and certificate are
+    /// generated once and the CA is published in the ConfigMap `tokensmith-ca`.
+    #[arg(long, env = "TOKENSMITH_TLS_SECRET")]
+    tls_secret: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
+    #[arg(
+        long,
+        env = "TOKENSMITH_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_address: std::net::SocketAddr,
+    /// Compete for a Lease so that only one replica reconciles; the token
+    /// service runs on every replica either way.
+    #[arg(long, env = "TOKENSMITH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The Lease (in --namespace) replicas compete for.
+    #[arg(long, default_value = tokensmith::leader::LEASE_NAME, overrides_with = "lease_name")]
+    lease_name: String,
     /// A kubeconfig to use instead of the in-cluster config or $KUBECONFIG.
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
@@ -53,7 +79,7 @@ struct RunArgs {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Crdgen { write: None } => {
             for (_, yaml) in tokensmith::crdgen::render() {
                 print!("---\n{yaml}");
@@ -87,12 +113,64 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("https://tokensmith.{}.svc", args.namespace));
+    let server = tokensmith::server::ServerConfig {
+        listen: args.listen_address,
+        tls_secret: args.tls_secret,
+        dns_names: vec![
+            "tokensmith".into(),
+            format!("tokensmith.{}", args.namespace),
+            format!("tokensmith.{}.svc", args.namespace),
+            format!("tokensmith.{}.svc.cluster.local", args.namespace),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        namespace: args.namespace.clone(),
+        public_url: public_url.clone(),
+    };
+    let identity = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let config = tokensmith::controller::Config {
         namespace: args.namespace,
         instance: args.instance,
         public_url,
     };
-    tokensmith::controller::run(client, config, shutdown_signal()).await
+    let metrics = tokensmith::telemetry::Metrics::shared();
+    let readiness = tokensmith::telemetry::Readiness::default();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown_signal()));
+    let election = tokensmith::leader::Election {
+        enabled: args.leader_elect,
+        lease_name: args.lease_name,
+        identity,
+    };
+    tokio::try_join!(
+        tokensmith::leader::run_controllers_when_leading(
+            client.clone(),
+            config,
+            metrics.clone(),
+            election,
+            shutdown.clone()
+        ),
+        tokensmith::server::run(
+            client,
+            server,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone()
+        ),
+        tokensmith::telemetry::endpoint::serve(args.metrics_address, metrics, readiness, shutdown),
+    )?;
+    Ok(())
+}
+
+/// The host's name, to tell replicas apart when no --instance is given.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tokensmith".into())
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.

@@ -19,7 +19,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::PartialObjectMeta,
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -30,6 +30,7 @@ use super::{
     conditions::{Readiness, ready_condition, with_ready},
     issuer_ref::ResolvedIssuer,
     managed_secret::{SecretState, controller_reference, data_is_intact, put},
+    refresh_chains::{CHAIN_CLIENT_LABEL, prune_expired_chains},
 };
 use crate::{
     api::{AppRegistration, AppRegistrationStatus},
@@ -130,10 +131,36 @@ pub fn controller(
         Api::<AppRegistration>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .owns(secrets, watcher::Config::default().labels(APP_LABEL))
+    .owns(
+        secrets.clone(),
+        watcher::Config::default().labels(APP_LABEL),
+    )
+    // A new refresh chain is a new thing to prune once it expires.
+    .watches(
+        secrets,
+        watcher::Config::default().labels(CHAIN_CLIENT_LABEL),
+        |chain| {
+            let namespace = chain.metadata.namespace.clone();
+            chain
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| o.kind == AppRegistration::kind(&()))
+                .map(move |o| {
+                    ObjectRef::new(&o.name).within(namespace.as_deref().unwrap_or_default())
+                })
+        },
+    )
     .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
+    .run(
+        |app, ctx| async move {
+            super::measured(&ctx.clone(), "AppRegistration", reconcile(app, ctx)).await
+        },
+        error_policy,
+        ctx,
+    )
     .map(|result| {
         if let Err(error) = result {
             warn!(%error, "AppRegistration reconcile failed");
@@ -286,17 +313,19 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
     let desired = AppRegistrationStatus {
         conditions: with_ready(&current.conditions, &readiness, generation, now),
         observed_generation: generation,
-        client_id: Some(uid),
+        client_id: Some(uid.clone()),
         client_secret_hash: Some(record.hash.clone()),
         secret_rotated_at: Some(Time(record.rotated_at)),
         previous_client_secret_hash: live_previous.as_ref().map(|(h, _)| h.clone()),
         previous_client_secret_expires_at: live_previous.as_ref().map(|(_, t)| Time(*t)),
     };
     write_status(&app, &ctx, &current, desired).await?;
+    let next_chain_expiry = prune_expired_chains(&ctx.client, &namespace, &uid, now).await?;
 
     let next = [
         rotation.and_then(|(interval, _)| record.rotated_at.checked_add(interval).ok()),
         live_previous.map(|(_, until)| until),
+        next_chain_expiry,
     ]
     .into_iter()
     .flatten()

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use super::{MANAGED_BY, issuer_ref::IssuerStores, revocation::RevocationStore};
 use crate::{
     api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
+    telemetry::Metrics,
     token::SigningKey,
 };
 
@@ -46,6 +47,7 @@ pub struct Context {
     /// Active signing keys by the path of their issuer's key Secret, so a
     /// mint does not read and parse the Secret each time.
     pub signing_keys: Mutex<HashMap<String, SigningKey>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Watch events, each passed on after the matching store in [`Context`] applied it.
@@ -72,6 +74,7 @@ impl Context {
     pub fn start(
         client: Client,
         config: Config,
+        metrics: Arc<Metrics>,
     ) -> (Arc<Context>, Triggers, BoxFuture<'static, ()>) {
         // A trigger stream passes each event on only after its store applied
         // it, so a reconcile never sees an older view than the event that
@@ -142,6 +145,7 @@ impl Context {
                 namespaces,
             },
             signing_keys: Mutex::new(HashMap::new()),
+            metrics,
         });
         (ctx, triggers, watches)
     }

@@ -59,7 +59,13 @@ pub fn controller<I: Issuer>(
     .owns(key_secrets, watcher::Config::default().labels(ISSUER_LABEL))
     .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
     .graceful_shutdown_on(shutdown)
-    .run(reconcile::<I>, error_policy::<I>, ctx)
+    .run(
+        |issuer, ctx| async move {
+            super::measured(&ctx.clone(), I::KIND.as_str(), reconcile::<I>(issuer, ctx)).await
+        },
+        error_policy::<I>,
+        ctx,
+    )
     .map(|result| {
         if let Err(error) = result {
             warn!(%error, "issuer reconcile failed");

@@ -1,22 +1,26 @@
 //! The reconcilers, one per kind, and what they share.
 
-mod access_token;
+pub mod access_token;
 pub mod app_registration;
 mod conditions;
 mod context;
 mod error;
-mod issuer;
+pub mod issuer;
 pub mod issuer_ref;
 mod managed_secret;
+pub mod refresh_chains;
 pub mod revocation;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result};
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
-use kube::Client;
+use kube::{Client, runtime::controller::Action};
 use tracing::{info, warn};
 
 /// The field manager of every write the operator makes.
@@ -32,13 +36,27 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// when thousands of tokens need work together.
 pub const CONCURRENCY: u16 = 32;
 
+/// Runs a reconcile of `kind` and counts it in the metrics.
+async fn measured(
+    ctx: &Context,
+    kind: &'static str,
+    reconcile: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    ctx.metrics
+        .reconciled(kind, result.is_ok(), started.elapsed());
+    result
+}
+
 /// Runs every controller until `shutdown` completes.
 pub async fn run(
     client: Client,
     config: Config,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let (ctx, triggers, watches) = Context::start(client, config);
+    let (ctx, triggers, watches) = Context::start(client, config, metrics);
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     info!(namespace = %ctx.config.namespace, "controllers starting");
     let token_issuers =

@@ -5,12 +5,14 @@ mod claims;
 mod keyring;
 mod keys;
 mod opaque;
+mod refresh;
 mod schedule;
 
 pub use claims::*;
 pub use keyring::*;
 pub use keys::*;
 pub use opaque::*;
+pub use refresh::*;
 pub use schedule::*;
 
 use aws_lc_rs::digest;

@@ -8,6 +8,7 @@
 //! exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod oauth;
 pub mod operator;
 pub mod resources;
 
@@ -210,4 +211,32 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs `tests/python/<script>` with the project's Python clients (installed
+/// by `hack/install-tools.sh` on first use) and parses what it prints.
+pub fn python(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let cache = std::env::var_os("TOKENSMITH_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("tokensmith")))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tokensmith")
+        });
+    let interpreter = cache.join("python/bin/python");
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let status = Command::new(repo_root().join("hack/install-tools.sh"))
+            .status()
+            .expect("hack/install-tools.sh runs");
+        assert!(status.success(), "hack/install-tools.sh failed");
+    });
+    let output = Command::new(interpreter)
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
 }

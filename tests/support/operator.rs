@@ -23,6 +23,10 @@ pub const OPERATOR_NAMESPACE: &str = "tokensmith-system";
 pub struct Operator {
     pub pid: i32,
     pub log: PathBuf,
+    /// Base URL of its token service (`https://127.0.0.1:<port>`).
+    pub url: String,
+    /// Base URL of its metrics and probes (`http://127.0.0.1:<port>`).
+    pub metrics_url: String,
     exited: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
     running: bool,
 }
@@ -52,6 +56,19 @@ impl Operator {
         ));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let log_file = std::fs::File::create(&log).expect("log file");
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, metrics_port) = (free_port(), free_port());
+        let url = format!("https://127.0.0.1:{port}");
+        let metrics_url = format!("http://127.0.0.1:{metrics_port}");
+        // Operators of one test binary share a lease, so one restarted in a
+        // test takes over from the last; other test binaries' leftovers
+        // (killed without releasing theirs) never hold it up.
+        let lease = format!("tokensmith-test-{}", std::process::id());
         let mut command = Command::new(env!("CARGO_BIN_EXE_tokensmith"));
         command
             .arg("run")
@@ -62,6 +79,18 @@ impl Operator {
                 OPERATOR_NAMESPACE,
                 "--log-level",
                 "info,tokensmith=debug",
+            ])
+            .args([
+                "--listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &url,
+            ])
+            .args([
+                "--metrics-address",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--lease-name",
+                &lease,
             ])
             .args(extra)
             .env_remove("RUST_LOG")
@@ -91,9 +120,72 @@ impl Operator {
         Self {
             pid,
             log,
+            url,
+            metrics_url,
             exited: std::sync::Mutex::new(exited),
             running: true,
         }
+    }
+
+    /// Waits until the token service answers, and returns an HTTPS client
+    /// that trusts its CA (published in the ConfigMap `tokensmith-ca`).
+    pub async fn http(&self) -> reqwest::Client {
+        let ca = super::eventually(
+            Duration::from_secs(60),
+            "the token service's CA",
+            || async {
+                let output = control_plane().kubectl_output(&[
+                    "get",
+                    "configmap",
+                    "tokensmith-ca",
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "-o",
+                    "jsonpath={.data.ca\\.crt}",
+                ]);
+                let pem = String::from_utf8(output.stdout).ok()?;
+                pem.contains("BEGIN CERTIFICATE").then_some(pem)
+            },
+        )
+        .await;
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA PEM")])
+            .build()
+            .expect("HTTPS client");
+        let probe = format!("{}/oauth/token/info", self.url);
+        super::eventually(
+            Duration::from_secs(60),
+            "the token service to listen",
+            || async { client.get(&probe).send().await.ok().map(|_| ()) },
+        )
+        .await;
+        client
+    }
+
+    /// The token service's CA certificate, written to a file (for Python clients).
+    pub fn ca_file(&self) -> PathBuf {
+        let output = control_plane().kubectl(&[
+            "get",
+            "configmap",
+            "tokensmith-ca",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ]);
+        // Tests run in parallel: write aside and rename, so no reader ever
+        // sees a half-written file.
+        static WRITES: AtomicUsize = AtomicUsize::new(0);
+        let dir = repo_root().join("target/tmp");
+        let path = dir.join(format!("ca-{}.crt", std::process::id()));
+        let aside = dir.join(format!(
+            "ca-{}-{}.tmp",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&aside, output).expect("CA file");
+        std::fs::rename(&aside, &path).expect("CA file in place");
+        path
     }
 
     /// Everything the operator has logged so far.

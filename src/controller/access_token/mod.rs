@@ -8,6 +8,8 @@
 mod plan;
 mod secret;
 
+pub use plan::default_subject;
+
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
@@ -49,6 +51,7 @@ use crate::{
         AccessToken, AccessTokenStatus, AppRegistration, BoundObjectKind, ClusterTokenIssuer,
         IssuerKind, PreviousToken, TokenFormat, TokenIssuer, WorkloadKind,
     },
+    telemetry::TokenEvent,
     token::{
         DEFAULT_OPAQUE_PREFIX, LifetimeLimits, SigningKey, TimingError, TimingPolicy, fingerprint,
         new_opaque_token, new_token_id, plan_validity, renewal_time, sign_jwt,
@@ -118,7 +121,13 @@ pub fn controller(
                 .concurrency(crate::controller::CONCURRENCY),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |token, ctx| async move {
+                super::measured(&ctx.clone(), "AccessToken", reconcile(token, ctx)).await
+            },
+            error_policy,
+            ctx,
+        )
         .map(|result| {
             if let Err(error) = result {
                 warn!(%error, "AccessToken reconcile failed");
@@ -550,6 +559,13 @@ impl<'a> Reconciler<'a> {
         self.write_status(status).await?;
         info!(token_id = %token_id, revision, ?why, "token minted");
         self.ctx
+            .metrics
+            .token_event(if why == MintReason::Rotation {
+                TokenEvent::Rotated
+            } else {
+                TokenEvent::Issued
+            });
+        self.ctx
             .publish(self.token, EventType::Normal, event_reason, note)
             .await;
         if why != MintReason::Initial {
@@ -640,6 +656,7 @@ impl<'a> Reconciler<'a> {
         status.observed_generation = self.token.meta().generation;
         self.write_status(status).await?;
         if transition {
+            self.ctx.metrics.token_event(TokenEvent::Expired);
             self.ctx
                 .publish(self.token, EventType::Normal, "Expired", readiness.message)
                 .await;
@@ -686,6 +703,7 @@ impl<'a> Reconciler<'a> {
         status.observed_generation = self.token.meta().generation;
         self.write_status(status).await?;
         info!(revoked = live.len(), "token revoked");
+        self.ctx.metrics.token_event(TokenEvent::Revoked);
         self.ctx
             .publish(self.token, EventType::Normal, "Revoked", message)
             .await;
@@ -703,6 +721,7 @@ impl<'a> Reconciler<'a> {
         delete_if_ours(self.ctx, &self.namespace, &secret).await?;
         if !live.is_empty() {
             info!(revoked = live.len(), "AccessToken deleted: tokens revoked");
+            self.ctx.metrics.token_event(TokenEvent::Revoked);
             self.ctx
                 .publish(
                     self.token,

@@ -1,5 +1,12 @@
-//! Logging: text for people, JSON for log pipelines. Spans carry the
-//! resource's namespace and name, so every line says what it is about.
+//! Logging, metrics and probes. Logs are text for people or JSON for log
+//! pipelines; spans carry the resource's namespace and name, so every line
+//! says what it is about.
+
+pub mod endpoint;
+pub mod metrics;
+
+pub use endpoint::Readiness;
+pub use metrics::{Metrics, TokenEvent};
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

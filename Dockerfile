@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# The operator image: a static-enough binary on distroless, as a non-root user.
+# Build: docker build -t tokensmith:dev .
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# aws-lc-rs builds its C core with cmake and clang.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin tokensmith && \
+    cp target/release/tokensmith /tokensmith
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /tokensmith /usr/local/bin/tokensmith
+USER 65532:65532
+EXPOSE 8443 8080
+ENTRYPOINT ["/usr/local/bin/tokensmith"]
+CMD ["run"]

@@ -1,0 +1,125 @@
+//! The token service: HTTPS endpoints for verifiers and OAuth 2.0 clients,
+//! answered from an in-memory index built from watches.
+
+mod endpoints;
+mod exchange;
+mod index;
+mod inspect;
+mod mint;
+mod oauth;
+mod refresh;
+pub mod tls;
+mod wellknown;
+
+pub use index::Index;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use axum_server::tls_rustls::RustlsConfig;
+use kube::Client;
+use tracing::info;
+
+use crate::{
+    controller::revocation::RevocationStore,
+    telemetry::{Metrics, Readiness},
+};
+
+/// The largest request body accepted; OAuth requests are a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How the token service is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// A `kubernetes.io/tls` Secret (`[namespace/]name`) to serve with;
+    /// otherwise a certificate is generated (see [`tls`]).
+    pub tls_secret: Option<String>,
+    /// Names the generated certificate is valid for.
+    pub dns_names: Vec<String>,
+    pub namespace: String,
+    pub public_url: String,
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub index: Index,
+    pub revocations: RevocationStore,
+    pub public_url: String,
+}
+
+/// The routes of the token service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/oauth/token", post(endpoints::token))
+        .route("/oauth/introspect", post(endpoints::introspect))
+        .route("/oauth/revoke", post(endpoints::revoke))
+        .route("/oauth/token/info", get(endpoints::token_info))
+        .route("/oauth/userinfo", get(endpoints::userinfo))
+        .fallback(wellknown::serve)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes; `readiness` is set while it serves.
+pub async fn run(
+    client: Client,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (index, watches) = Index::start(&client, &config.namespace);
+    let watches = tokio::spawn(watches);
+    let cert = match &config.tls_secret {
+        Some(reference) => tls::from_secret(&client, &config.namespace, reference).await?,
+        None => tls::generated(&client, &config.namespace, config.dns_names.clone()).await?,
+    };
+    let rustls = RustlsConfig::from_pem(cert.cert_pem, cert.key_pem).await?;
+    index
+        .wait_until_ready()
+        .await
+        .map_err(|_| anyhow::anyhow!("the token service's watches stopped"))?;
+    let soonest = index.clone();
+    metrics.soonest_expiry_from(move || {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        soonest
+            .soonest_expiry(now)
+            .map(|at| (at.as_millisecond() - now.as_millisecond()) as f64 / 1000.0)
+    });
+    let state = AppState {
+        client: client.clone(),
+        metrics,
+        revocations: RevocationStore::new(client.clone(), &config.namespace),
+        index,
+        public_url: config.public_url.clone(),
+    };
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let announcer = handle.clone();
+    tokio::spawn(async move {
+        if let Some(address) = announcer.listening().await {
+            info!(%address, "token service listening");
+            readiness.set(true);
+        }
+    });
+    let served = axum_server::bind_rustls(config.listen, rustls)
+        .handle(handle)
+        .serve(router(state).into_make_service());
+    tokio::select! {
+        result = served => result?,
+        ended = watches => anyhow::bail!("the token service's watches ended: {ended:?}"),
+    }
+    Ok(())
+}

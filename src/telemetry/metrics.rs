@@ -1,0 +1,249 @@
+//! Prometheus metrics (OpenMetrics text), all in one registry that the
+//! controllers, the token service and leader election share.
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicI64, AtomicU64},
+    },
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenRequestLabels {
+    grant: String,
+    outcome: String,
+}
+
+/// What happened to a token, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenEvent {
+    Issued,
+    Rotated,
+    Revoked,
+    Expired,
+}
+
+/// Computes the soonest expiry at scrape time, from whatever knows the tokens.
+type ExpirySource = Box<dyn Fn() -> Option<f64> + Send + Sync>;
+
+/// Every metric of the operator.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Family<KindLabels, Histogram>,
+    issued: Counter,
+    rotated: Counter,
+    revoked: Counter,
+    expired: Counter,
+    soonest_expiry: Gauge<f64, AtomicU64>,
+    token_requests: Family<TokenRequestLabels, Counter>,
+    leader: Gauge<i64, AtomicI64>,
+    soonest_expiry_source: OnceLock<ExpirySource>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokensmith");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result (ok or error)",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms to ~16 s.
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciles take, by kind",
+            reconcile_duration.clone(),
+        );
+        let issued = Counter::default();
+        registry.register(
+            "tokens_issued",
+            "AccessToken tokens minted for the first time",
+            issued.clone(),
+        );
+        let rotated = Counter::default();
+        registry.register(
+            "tokens_rotated",
+            "AccessToken tokens replaced by a new one",
+            rotated.clone(),
+        );
+        let revoked = Counter::default();
+        registry.register(
+            "tokens_revoked",
+            "AccessToken tokens revoked (deleted or revoked: true)",
+            revoked.clone(),
+        );
+        let expired = Counter::default();
+        registry.register(
+            "tokens_expired",
+            "AccessToken tokens deleted at expiry (onExpiry: Delete)",
+            expired.clone(),
+        );
+        let soonest_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "soonest_token_expiry_seconds",
+            "Seconds until the soonest-expiring live AccessToken token expires (0 when there is none)",
+            soonest_expiry.clone(),
+        );
+        let token_requests = Family::<TokenRequestLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "Requests to /oauth/token by grant type and outcome (ok or the OAuth error code)",
+            token_requests.clone(),
+        );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "leader",
+            "1 while this instance leads (runs the reconcilers), else 0",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            issued,
+            rotated,
+            revoked,
+            expired,
+            soonest_expiry,
+            token_requests,
+            leader,
+            soonest_expiry_source: OnceLock::new(),
+        }
+    }
+
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    /// Counts a finished reconcile of `kind`.
+    pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn token_event(&self, event: TokenEvent) {
+        match event {
+            TokenEvent::Issued => self.issued.inc(),
+            TokenEvent::Rotated => self.rotated.inc(),
+            TokenEvent::Revoked => self.revoked.inc(),
+            TokenEvent::Expired => self.expired.inc(),
+        };
+    }
+
+    /// Counts a request to the token endpoint.
+    pub fn token_request(&self, grant: &str, outcome: &str) {
+        // Unknown grant types are client input: one label value for all of
+        // them keeps the series count bounded.
+        let grant = match grant {
+            "client_credentials"
+            | "refresh_token"
+            | "urn:ietf:params:oauth:grant-type:token-exchange" => grant,
+            "" => "none",
+            _ => "other",
+        };
+        self.token_requests
+            .get_or_create(&TokenRequestLabels {
+                grant: grant.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn set_soonest_expiry(&self, seconds: Option<f64>) {
+        self.soonest_expiry.set(seconds.unwrap_or(0.0).max(0.0));
+    }
+
+    /// Computes the soonest expiry with `source` at every scrape (the first
+    /// source set wins).
+    pub fn soonest_expiry_from(&self, source: impl Fn() -> Option<f64> + Send + Sync + 'static) {
+        let _ = self.soonest_expiry_source.set(Box::new(source));
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        if let Some(source) = self.soonest_expiry_source.get() {
+            self.set_soonest_expiry(source());
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_values() {
+        let metrics = Metrics::new();
+        metrics.reconciled("AccessToken", true, Duration::from_millis(3));
+        metrics.reconciled("AccessToken", false, Duration::from_millis(3));
+        metrics.token_event(TokenEvent::Issued);
+        metrics.token_request("client_credentials", "ok");
+        metrics.token_request("password", "unsupported_grant_type");
+        metrics.set_leader(true);
+        metrics.set_soonest_expiry(Some(42.5));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"tokensmith_reconciles_total{kind="AccessToken",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tokensmith_reconciles_total{kind="AccessToken",result="error"} 1"#)
+        );
+        assert!(text.contains("tokensmith_tokens_issued_total 1"));
+        assert!(text.contains("tokensmith_tokens_rotated_total 0"));
+        assert!(text.contains(
+            r#"tokensmith_token_requests_total{grant="other",outcome="unsupported_grant_type"} 1"#
+        ));
+        assert!(text.contains("tokensmith_leader 1"));
+        assert!(text.contains("tokensmith_soonest_token_expiry_seconds 42.5"));
+        assert!(
+            text.contains(r#"tokensmith_reconcile_duration_seconds_count{kind="AccessToken"} 2"#)
+        );
+    }
+}

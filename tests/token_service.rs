@@ -1,0 +1,435 @@
+//! The token service, driven by independent clients where it matters
+//! (PyJWT's PyJWKClient, Authlib) and by plain HTTPS requests elsewhere.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::{Value, json};
+use support::{
+    TestNamespace, control_plane, eventually,
+    oauth::{app, introspect, served_issuer},
+    operator::shared_operator,
+    python,
+    resources::{apply, secret_text, wait_for, wait_reason},
+};
+use tokensmith::api::AccessToken;
+
+#[tokio::test]
+async fn pyjwt_verifies_an_access_token_through_the_jwks_url() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "jwks").await;
+    let issuer_url = served_issuer(&client, operator, &ns.name, "signer").await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &tokens,
+        "ci",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] } }),
+    )
+    .await;
+    let status = wait_reason(&tokens, "ci", "Issued").await.status.unwrap();
+    let jwt = secret_text(
+        &Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get("ci")
+            .await
+            .unwrap(),
+        "token",
+    );
+
+    let discovery: Value = http
+        .get(format!("{issuer_url}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer_url);
+    let jwks_url = discovery["jwks_uri"].as_str().unwrap().to_string();
+    assert_eq!(jwks_url, format!("{issuer_url}/.well-known/jwks.json"));
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("{}/oauth/token", operator.url)
+    );
+
+    let ca = operator.ca_file();
+    let verified = python(
+        "verify_jwks.py",
+        &[&jwks_url, ca.to_str().unwrap(), &issuer_url, &jwt],
+    )
+    .unwrap_or_else(|e| panic!("PyJWT refused the token: {e}"));
+    assert_eq!(verified["claims"]["jti"], status.token_id.unwrap());
+    assert_eq!(
+        verified["claims"]["sub"],
+        format!("system:accesstoken:{}:ci", ns.name)
+    );
+    assert_eq!(verified["header"]["typ"], "at+jwt");
+
+    // A token with a forged signature is refused by the same verifier.
+    let mut forged = jwt.clone();
+    forged.truncate(forged.len() - 4);
+    forged.push_str("AAAA");
+    assert!(
+        python(
+            "verify_jwks.py",
+            &[&jwks_url, ca.to_str().unwrap(), &issuer_url, &forged]
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn authlib_runs_client_credentials_and_introspection_describes_the_token() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "client-credentials").await;
+    let issuer_url = served_issuer(&client, operator, &ns.name, "signer").await;
+    let creds = app(
+        &client,
+        &ns.name,
+        "billing",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read", "write"] }),
+    )
+    .await;
+    let ca = operator.ca_file();
+    let token_url = format!("{}/oauth/token", operator.url);
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let response = python(
+            "client_credentials.py",
+            &[
+                &token_url,
+                ca.to_str().unwrap(),
+                &creds.0,
+                &creds.1,
+                method,
+                "read",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(response["token_type"], "Bearer");
+        assert_eq!(
+            response["expires_in"], 1800,
+            "30-minute access tokens by default"
+        );
+        assert_eq!(response["scope"], "read");
+        let access_token = response["access_token"].as_str().unwrap();
+
+        let info = introspect(&http, operator, &creds, access_token).await;
+        assert_eq!(info["active"], true, "{info}");
+        assert_eq!(info["scope"], "read");
+        assert_eq!(info["client_id"], creds.0);
+        assert_eq!(info["sub"], creds.0, "a Native app's token acts as the app");
+        assert_eq!(info["iss"], issuer_url);
+        assert!(info["exp"].as_i64().unwrap() > info["iat"].as_i64().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_rfc6749_errors_never_a_500() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "oauth-errors").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let creds = app(
+        &client,
+        &ns.name,
+        "narrow",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] }),
+    )
+    .await;
+    let url = format!("{}/oauth/token", operator.url);
+    let expect = |status: u16, error: &'static str| {
+        move |response: (u16, Value)| {
+            assert_eq!(response.0, status, "{}", response.1);
+            assert_eq!(response.1["error"], error, "{}", response.1);
+            assert!(response.1["error_description"].is_string());
+        }
+    };
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+
+    expect(400, "unsupported_grant_type")(
+        send(
+            http.post(&url)
+                .basic_auth(&creds.0, Some(&creds.1))
+                .form(&[("grant_type", "password")]),
+        )
+        .await,
+    );
+    expect(400, "invalid_request")(
+        send(
+            http.post(&url)
+                .basic_auth(&creds.0, Some(&creds.1))
+                .form(&[("scope", "read")]),
+        )
+        .await,
+    );
+    expect(401, "invalid_client")(
+        send(
+            http.post(&url)
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await,
+    );
+    expect(401, "invalid_client")(
+        send(
+            http.post(&url)
+                .basic_auth(&creds.0, Some("wrong"))
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await,
+    );
+    expect(401, "invalid_client")(
+        send(
+            http.post(&url)
+                .basic_auth("no-such-client", Some(&creds.1))
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await,
+    );
+    expect(400, "invalid_scope")(
+        send(http.post(&url).basic_auth(&creds.0, Some(&creds.1)).form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "read admin"),
+        ]))
+        .await,
+    );
+    expect(400, "invalid_request")(
+        send(http.post(&url).basic_auth(&creds.0, Some(&creds.1)).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &creds.0),
+            ("client_secret", &creds.1),
+        ]))
+        .await,
+    );
+    expect(400, "invalid_request")(
+        send(
+            http.post(&url)
+                .basic_auth(&creds.0, Some(&creds.1))
+                .header("content-type", "application/json")
+                .body(r#"{"grant_type":"client_credentials"}"#),
+        )
+        .await,
+    );
+    let oversized = format!(
+        "grant_type=client_credentials&scope={}",
+        "a".repeat(64 * 1024)
+    );
+    expect(413, "invalid_request")(
+        send(
+            http.post(&url)
+                .basic_auth(&creds.0, Some(&creds.1))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(oversized),
+        )
+        .await,
+    );
+    // Introspection and revocation want an authenticated client too.
+    let unauthenticated = send(
+        http.post(format!("{}/oauth/introspect", operator.url))
+            .form(&[("token", "x")]),
+    )
+    .await;
+    expect(401, "invalid_client")(unauthenticated);
+    let info = send(
+        http.get(format!("{}/oauth/token/info", operator.url))
+            .bearer_auth("not-a-token"),
+    )
+    .await;
+    expect(401, "invalid_token")(info);
+}
+
+#[tokio::test]
+async fn token_info_userinfo_and_revocation_by_the_client() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "token-info").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let creds = app(
+        &client,
+        &ns.name,
+        "reporter",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read", "email"] }),
+    )
+    .await;
+    let response: Value = http
+        .post(format!("{}/oauth/token", operator.url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", creds.0.as_str()),
+            ("client_secret", creds.1.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = response["access_token"].as_str().unwrap().to_string();
+
+    let info: Value = http
+        .get(format!("{}/oauth/token/info", operator.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["resource_owner_id"], creds.0);
+    assert_eq!(info["scope"], json!(["read", "email"]));
+    assert_eq!(info["application"]["uid"], creds.0);
+    let expires_in = info["expires_in"].as_i64().unwrap();
+    assert!((1700..=1800).contains(&expires_in), "{expires_in}");
+    assert!(info["created_at"].as_i64().unwrap() > 0);
+
+    let userinfo: Value = http
+        .get(format!("{}/oauth/userinfo", operator.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(userinfo["sub"], creds.0);
+
+    let revoked = http
+        .post(format!("{}/oauth/revoke", operator.url))
+        .basic_auth(&creds.0, Some(&creds.1))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    eventually(
+        Duration::from_secs(5),
+        "the revoked token to be inactive",
+        || async {
+            let info = introspect(&http, operator, &creds, &token).await;
+            (info["active"] == false).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_active_until_revoked() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "opaque-introspect").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let creds = app(
+        &client,
+        &ns.name,
+        "checker",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" } }),
+    )
+    .await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let spec = json!({
+        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+        "format": "Opaque",
+        "scopes": ["read_reports"],
+        "subject": "partner-42",
+    });
+    apply(&tokens, "export", json!({ "spec": spec })).await;
+    wait_reason(&tokens, "export", "Issued").await;
+    let opaque = secret_text(
+        &Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .get("export")
+            .await
+            .unwrap(),
+        "token",
+    );
+    let info = introspect(&http, operator, &creds, &opaque).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "partner-42");
+    assert_eq!(info["scope"], "read_reports");
+
+    let mut revoked = spec.clone();
+    revoked["revoked"] = json!(true);
+    apply(&tokens, "export", json!({ "spec": revoked })).await;
+    eventually(
+        Duration::from_secs(10),
+        "the opaque token to be inactive",
+        || async {
+            (introspect(&http, operator, &creds, &opaque).await["active"] == false).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn both_client_secrets_work_during_the_grace_period_only() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "secret-grace").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let old = app(
+        &client,
+        &ns.name,
+        "rolling",
+        json!({
+            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+            "clientSecretRotation": { "interval": "15s", "gracePeriod": "10s" },
+        }),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let rotated = wait_for(
+        &secrets,
+        "rolling",
+        Duration::from_secs(40),
+        "a new client secret",
+        |s| secret_text(s, "client-secret") != old.1,
+    )
+    .await;
+    let new = (old.0.clone(), secret_text(&rotated, "client-secret"));
+    let works = |creds: (String, String)| {
+        let http = http.clone();
+        let url = format!("{}/oauth/token", operator.url);
+        async move {
+            http.post(url)
+                .basic_auth(&creds.0, Some(&creds.1))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // The token service learns of the rotation from the app's status.
+    eventually(Duration::from_secs(5), "the new secret to work", || async {
+        (works(new.clone()).await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        works(old.clone()).await,
+        200,
+        "the old secret works during the grace period"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the old secret to stop working",
+        || async { (works(old.clone()).await == 401).then_some(()) },
+    )
+    .await;
+    assert_eq!(works(new).await, 200);
+}
