@@ -376,3 +376,86 @@ async fn forged_and_expired_subject_tokens_are_refused() {
         ),
     }
 }
+
+#[tokio::test]
+async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "web-delete").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] });
+    let doomed = app(&client, &ns.name, "doomed", spec.clone()).await;
+    let checker = app(&client, &ns.name, "checker", spec).await;
+    let subject_token = service_account_token(&client, &ns.name, "worker").await;
+    let (status, exchanged) = token_request(
+        &http,
+        operator,
+        &doomed,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &subject_token),
+            ("subject_token_type", JWT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{exchanged}");
+    let access_token = exchanged["access_token"].as_str().unwrap().to_string();
+    let refresh_token = exchanged["refresh_token"].as_str().unwrap().to_string();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    let chains = kube::api::ListParams::default()
+        .labels(&format!("tokensmith.dev/refresh-chain-of={}", doomed.0));
+    assert_eq!(
+        secrets.list_metadata(&chains).await.unwrap().items.len(),
+        1,
+        "one chain, stored in the app's namespace"
+    );
+    assert_eq!(
+        introspect(&http, operator, &checker, &access_token).await["active"],
+        true
+    );
+
+    Api::<tokensmith::api::AppRegistration>::namespaced(client.clone(), &ns.name)
+        .delete("doomed", &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(1),
+        "the deleted app's token to be inactive",
+        || async {
+            (introspect(&http, operator, &checker, &access_token).await["active"] == false)
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the garbage collector to delete the chain",
+        || async {
+            secrets
+                .list_metadata(&chains)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // None of the secrets that went through the operator is in its log.
+    let log = operator.log_text();
+    for secret in [
+        &access_token,
+        &refresh_token,
+        &subject_token,
+        &doomed.1,
+        &checker.1,
+    ] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token or client secret was logged"
+        );
+    }
+}

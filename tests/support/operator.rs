@@ -188,6 +188,22 @@ impl Operator {
         path
     }
 
+    /// The operator's `/metrics` text; empty while it does not answer.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.metrics_url)).await;
+        match response {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of one sample of `/metrics`, named with its labels exactly
+    /// as exposed, e.g. `tokensmith_leader` or
+    /// `tokensmith_reconciles_total{kind="AccessToken",result="ok"}`.
+    pub async fn sample(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
+    }
+
     /// Everything the operator has logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -235,4 +251,11 @@ impl Drop for Operator {
                 .recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// The value of `series` in an OpenMetrics text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }

@@ -719,7 +719,9 @@ impl<'a> Reconciler<'a> {
         let live = self.live_tokens(secret.recorded().as_ref());
         self.ctx.revocations.revoke(&live, self.now).await?;
         delete_if_ours(self.ctx, &self.namespace, &secret).await?;
-        if !live.is_empty() {
+        // Said once: a retry finds the Secret gone, and so does the deletion
+        // of an AccessToken that was revoked (and said so) before.
+        if !live.is_empty() && matches!(secret, SecretState::Ours(_)) {
             info!(revoked = live.len(), "AccessToken deleted: tokens revoked");
             self.ctx.metrics.token_event(TokenEvent::Revoked);
             self.ctx
