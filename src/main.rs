@@ -123,7 +123,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             format!("tokensmith.{}.svc.cluster.local", args.namespace),
             "localhost".into(),
             "127.0.0.1".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(public_host(&public_url))
+        .collect(),
         namespace: args.namespace.clone(),
         public_url: public_url.clone(),
     };
@@ -162,6 +165,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokensmith::telemetry::endpoint::serve(args.metrics_address, metrics, readiness, shutdown),
     )?;
     Ok(())
+}
+
+/// The host part of a URL, so the generated certificate is valid for the
+/// name clients use.
+fn public_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// The host's name, to tell replicas apart when no --instance is given.

@@ -9,9 +9,6 @@ fn checked_in_crds_match_the_rust_types() {
     assert_eq!(rendered.len(), 4, "one CRD per kind");
     for folder in tokensmith::crdgen::CRD_FOLDERS {
         let dir = root.join(folder);
-        if *folder != "crds" && !dir.exists() {
-            continue;
-        }
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{} is readable: {e}", dir.display()))
             .flatten()

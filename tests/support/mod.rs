@@ -11,6 +11,7 @@
 pub mod oauth;
 pub mod operator;
 pub mod resources;
+pub mod schemas;
 
 use std::{
     path::{Path, PathBuf},

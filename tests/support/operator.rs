@@ -27,6 +27,8 @@ pub struct Operator {
     pub url: String,
     /// Base URL of its metrics and probes (`http://127.0.0.1:<port>`).
     pub metrics_url: String,
+    /// Its own namespace (revocations, CA, leases).
+    pub namespace: String,
     exited: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
     running: bool,
 }
@@ -40,7 +42,6 @@ pub fn shared_operator() -> &'static Operator {
 impl Operator {
     /// Starts `tokensmith run` with the operator's own identity and `extra` arguments.
     pub fn start(extra: &[&str]) -> Self {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let cp = control_plane();
         cp.kubectl_output(&["create", "namespace", OPERATOR_NAMESPACE]);
         let beside = cp.kubeconfig.with_file_name("operator.kubeconfig");
@@ -49,6 +50,13 @@ impl Operator {
         } else {
             cp.kubeconfig.clone()
         };
+        Self::start_as(&kubeconfig, OPERATOR_NAMESPACE, extra)
+    }
+
+    /// Starts `tokensmith run` with the credentials of `kubeconfig`, its
+    /// own namespace being `namespace`.
+    pub fn start_as(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = repo_root().join("target/tmp").join(format!(
             "operator-{}-{}.log",
             std::process::id(),
@@ -76,7 +84,7 @@ impl Operator {
             .arg(&kubeconfig)
             .args([
                 "--namespace",
-                OPERATOR_NAMESPACE,
+                namespace,
                 "--log-level",
                 "info,tokensmith=debug",
             ])
@@ -122,6 +130,7 @@ impl Operator {
             log,
             url,
             metrics_url,
+            namespace: namespace.to_string(),
             exited: std::sync::Mutex::new(exited),
             running: true,
         }
@@ -139,7 +148,7 @@ impl Operator {
                     "configmap",
                     "tokensmith-ca",
                     "-n",
-                    OPERATOR_NAMESPACE,
+                    &self.namespace,
                     "-o",
                     "jsonpath={.data.ca\\.crt}",
                 ]);
@@ -169,7 +178,7 @@ impl Operator {
             "configmap",
             "tokensmith-ca",
             "-n",
-            OPERATOR_NAMESPACE,
+            &self.namespace,
             "-o",
             "jsonpath={.data.ca\\.crt}",
         ]);

@@ -1,0 +1,524 @@
+//! The Helm chart: lint-clean, rendered templates valid under
+//! `kubeconform -strict` with the project's CRD schemas, installable, and
+//! its RBAC exactly enough: checked verb by verb with `kubectl auth can-i`,
+//! then by running the operator with the chart's ServiceAccount.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{ConfigMap, ServiceAccount},
+};
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+use support::{
+    TestNamespace, control_plane, eventually,
+    operator::Operator,
+    repo_root,
+    resources::{apply, is_ready, wait_for, wait_reason},
+    schemas::write_schemas,
+};
+use tokensmith::api::{AccessToken, AppRegistration, ClusterTokenIssuer};
+
+fn chart() -> PathBuf {
+    repo_root().join("charts/tokensmith")
+}
+
+fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(control_plane().bin_dir.join(name))
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("HELM_CACHE_HOME", repo_root().join("target/tmp/helm/cache"))
+        .env(
+            "HELM_CONFIG_HOME",
+            repo_root().join("target/tmp/helm/config"),
+        )
+        .env("HELM_DATA_HOME", repo_root().join("target/tmp/helm/data"))
+        .output()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The Kubernetes version the project pins (hack/versions.env).
+fn kubernetes_version() -> String {
+    let pins = std::fs::read_to_string(repo_root().join("hack/versions.env")).unwrap();
+    pins.lines()
+        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+        .expect("KUBERNETES_VERSION is pinned")
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+fn render(values: &[&str]) -> String {
+    let chart = chart();
+    let version = kubernetes_version();
+    let mut args = vec![
+        "template",
+        "tokensmith",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "tokensmith-system",
+        "--kube-version",
+        &version,
+    ];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let output = tool("helm", &args);
+    assert!(
+        output.status.success(),
+        "helm template {values:?}: {}",
+        text(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// Runs kubeconform -strict on `file` with schemas for its kinds; its JSON summary.
+fn kubeconform(file: &Path, docs: &[Value]) -> (bool, String) {
+    let mut kinds: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["apiVersion"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let schemas = repo_root().join("target/tmp/schemas");
+    write_schemas(&schemas, &kinds);
+    let location = format!(
+        "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+        schemas.display()
+    );
+    let output = tool(
+        "kubeconform",
+        &[
+            "-strict",
+            "-summary",
+            "-output",
+            "json",
+            "-schema-location",
+            &location,
+            file.to_str().unwrap(),
+        ],
+    );
+    (output.status.success(), text(&output))
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    for values in [
+        vec![],
+        vec![
+            "replicaCount=1",
+            "leaderElection.enabled=false",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    ] {
+        let chart = chart();
+        let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+        for value in &values {
+            args.extend(["--set", value]);
+        }
+        let output = tool("helm", &args);
+        let said = text(&output);
+        assert!(output.status.success(), "helm lint {values:?}: {said}");
+        assert!(
+            !said.contains("[WARNING]") && !said.contains("[ERROR]"),
+            "{said}"
+        );
+    }
+}
+
+#[test]
+fn rendered_templates_pass_kubeconform_strict() {
+    let dir = repo_root().join("target/tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, values) in [
+        vec![],
+        vec![
+            "replicaCount=1",
+            "leaderElection.enabled=false",
+            "tokenService.tlsSecret=tokensmith-tls",
+            "tokenService.publicURL=https://tokens.example.com",
+            "extraArgs={--log-level=debug}",
+            "priorityClassName=system-cluster-critical",
+            "nodeSelector.kubernetes\\.io/os=linux",
+        ],
+        vec![
+            "defaultIssuer.enabled=false",
+            "rbac.create=false",
+            "serviceAccount.create=false",
+            "metrics.enabled=false",
+        ],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let rendered = render(values);
+        let docs = documents(&rendered);
+        assert!(docs.iter().any(|d| d["kind"] == "Deployment"), "{values:?}");
+        let file = dir.join(format!("chart-{}-{i}.yaml", std::process::id()));
+        std::fs::write(&file, &rendered).unwrap();
+        let (valid, summary) = kubeconform(&file, &docs);
+        assert!(valid, "kubeconform -strict {values:?}: {summary}");
+        assert!(
+            summary.contains(&format!("\"valid\": {}", docs.len())),
+            "every document validated: {summary}"
+        );
+    }
+
+    // The schemas are strict and include the CRDs: an unknown field in a
+    // Deployment and an unsupported algorithm in the issuer are refused.
+    let mut docs = documents(&render(&[]));
+    for doc in &mut docs {
+        if doc["kind"] == "Deployment" {
+            doc["spec"]["replicass"] = json!(2);
+        }
+        if doc["kind"] == "ClusterTokenIssuer" {
+            doc["spec"]["algorithm"] = json!("HS256");
+        }
+    }
+    let broken: String = docs
+        .iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .collect();
+    let file = dir.join(format!("chart-{}-broken.yaml", std::process::id()));
+    std::fs::write(&file, broken).unwrap();
+    let (valid, summary) = kubeconform(&file, &docs);
+    assert!(!valid, "{summary}");
+    assert!(summary.contains("replicass"), "{summary}");
+    assert!(summary.contains("/spec/algorithm"), "{summary}");
+}
+
+fn can_i(service_account: &str, verb: &str, resource: &str, scope: &[&str]) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", service_account];
+    args.extend(scope);
+    let output = control_plane().kubectl_output(&args);
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+/// A kubeconfig that authenticates as `service_account` of `namespace`.
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> PathBuf {
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(
+            service_account,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut kubeconfig: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap())
+            .unwrap();
+    let user = json!([{ "name": "service-account", "user": { "token": token } }]);
+    kubeconfig["users"] = user;
+    for context in kubeconfig["contexts"].as_array_mut().unwrap() {
+        context["context"]["user"] = json!("service-account");
+    }
+    let path = repo_root().join(format!(
+        "target/tmp/{namespace}-{service_account}.kubeconfig"
+    ));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn installs_and_its_rbac_is_enough_and_no_more() {
+    let client = control_plane().client().await;
+    let release_ns = TestNamespace::create(&client, "chart").await;
+    let other = TestNamespace::create(&client, "chart-workload").await;
+    let release = format!("ts-{}", &release_ns.name[release_ns.name.len() - 8..]);
+    let fullname = format!("{release}-tokensmith");
+    let issuer = format!("{release}-default");
+    let installed = tool(
+        "helm",
+        &[
+            "install",
+            &release,
+            chart().to_str().unwrap(),
+            "--namespace",
+            &release_ns.name,
+            "--set",
+            &format!("defaultIssuer.name={issuer}"),
+        ],
+    );
+    assert!(
+        installed.status.success(),
+        "helm install: {}",
+        text(&installed)
+    );
+    let uninstall = || {
+        tool(
+            "helm",
+            &["uninstall", &release, "--namespace", &release_ns.name],
+        )
+    };
+
+    let deployment: Value = serde_json::from_str(&control_plane().kubectl(&[
+        "get",
+        "deployment",
+        &fullname,
+        "-n",
+        &release_ns.name,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["serviceAccountName"], fullname);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--leader-elect=true"))
+    );
+    assert_eq!(deployment["spec"]["replicas"], 2);
+
+    // Verb by verb.
+    let sa = format!("system:serviceaccount:{}:{fullname}", release_ns.name);
+    let all = ["--all-namespaces"];
+    let elsewhere = ["-n", other.name.as_str()];
+    let own = ["-n", release_ns.name.as_str()];
+    let status = ["--subresource=status", "--all-namespaces"];
+    let mut granted = vec![];
+    for kind in [
+        "accesstokens",
+        "appregistrations",
+        "tokenissuers",
+        "clustertokenissuers",
+    ] {
+        let resource = format!("{kind}.tokensmith.dev");
+        for verb in ["get", "list", "watch", "patch"] {
+            granted.push((verb, resource.clone(), &all[..]));
+        }
+        granted.push(("patch", resource, &status[..]));
+    }
+    for verb in [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ] {
+        granted.push((verb, "secrets".into(), &elsewhere[..]));
+    }
+    granted.extend([
+        ("list", "namespaces".to_string(), &all[..]),
+        ("watch", "namespaces".into(), &all[..]),
+        ("get", "serviceaccounts".into(), &elsewhere[..]),
+        ("get", "configmaps".into(), &elsewhere[..]),
+        ("create", "events.events.k8s.io".into(), &elsewhere[..]),
+        ("patch", "events.events.k8s.io".into(), &elsewhere[..]),
+        ("patch", "deployments.apps".into(), &elsewhere[..]),
+        ("patch", "statefulsets.apps".into(), &elsewhere[..]),
+        ("patch", "daemonsets.apps".into(), &elsewhere[..]),
+        (
+            "create",
+            "tokenreviews.authentication.k8s.io".into(),
+            &all[..],
+        ),
+        ("list", "configmaps".into(), &own[..]),
+        ("watch", "configmaps".into(), &own[..]),
+        ("create", "configmaps".into(), &own[..]),
+        ("patch", "configmaps".into(), &own[..]),
+        ("get", "leases.coordination.k8s.io".into(), &own[..]),
+        ("create", "leases.coordination.k8s.io".into(), &own[..]),
+        ("patch", "leases.coordination.k8s.io".into(), &own[..]),
+    ]);
+    for (verb, resource, scope) in &granted {
+        assert!(
+            can_i(&sa, verb, resource, scope),
+            "the operator needs to {verb} {resource} {scope:?}"
+        );
+    }
+    let denied: Vec<(&str, &str, &[&str])> = vec![
+        ("create", "accesstokens.tokensmith.dev", &all),
+        ("update", "accesstokens.tokensmith.dev", &all),
+        ("delete", "accesstokens.tokensmith.dev", &all),
+        ("delete", "appregistrations.tokensmith.dev", &all),
+        ("list", "configmaps", &elsewhere),
+        ("patch", "configmaps", &elsewhere),
+        ("create", "leases.coordination.k8s.io", &elsewhere),
+        ("get", "deployments.apps", &elsewhere),
+        ("create", "pods", &elsewhere),
+        ("delete", "namespaces", &all),
+        ("create", "clusterroles.rbac.authorization.k8s.io", &all),
+        ("create", "serviceaccounts/token", &elsewhere),
+        ("get", "nodes", &all),
+    ];
+    for (verb, resource, scope) in denied {
+        assert!(
+            !can_i(&sa, verb, resource, scope),
+            "the operator must not {verb} {resource} {scope:?}"
+        );
+    }
+
+    // And the RBAC suffices: the operator, running with the chart's
+    // ServiceAccount, does the whole job.
+    let kubeconfig = service_account_kubeconfig(&client, &release_ns.name, &fullname).await;
+    let operator = Operator::start_as(&kubeconfig, &release_ns.name, &[]);
+    let issuers: Api<ClusterTokenIssuer> = Api::all(client.clone());
+    wait_for(
+        &issuers,
+        &issuer,
+        Duration::from_secs(60),
+        "the chart's issuer to be Ready",
+        |i| i.status.as_ref().is_some_and(|s| is_ready(&s.conditions)),
+    )
+    .await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &other.name);
+    apply(
+        &tokens,
+        "workload",
+        json!({ "spec": { "issuerRef": { "kind": "ClusterTokenIssuer", "name": issuer }, "scopes": ["read"] } }),
+    )
+    .await;
+    wait_reason(&tokens, "workload", "Issued").await;
+    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), &other.name);
+    apply(
+        &apps,
+        "client",
+        json!({ "spec": { "issuerRef": { "kind": "ClusterTokenIssuer", "name": issuer }, "scopes": ["read"] } }),
+    )
+    .await;
+    wait_for(
+        &apps,
+        "client",
+        Duration::from_secs(60),
+        "the app to be registered",
+        |a| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.client_secret_hash.is_some())
+        },
+    )
+    .await;
+    operator.http().await;
+    tokens
+        .delete("workload", &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the AccessToken to be revoked and gone",
+        || async {
+            tokens
+                .get_opt("workload")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let revocations = Api::<ConfigMap>::namespaced(client.clone(), &release_ns.name)
+        .list(&kube::api::ListParams::default().labels("tokensmith.dev/revocations"))
+        .await
+        .unwrap();
+    assert!(
+        !revocations.items.is_empty(),
+        "the revocation record is in the release's namespace"
+    );
+    let log = operator.log_text();
+    assert!(
+        !log.contains("forbidden"),
+        "the operator was refused something:\n{log}"
+    );
+
+    let uninstalled = uninstall();
+    assert!(
+        uninstalled.status.success(),
+        "helm uninstall: {}",
+        text(&uninstalled)
+    );
+}
+
+#[test]
+fn argo_cd_health_check_follows_ready() {
+    let object = |generation: i64, condition: Option<Value>| {
+        let mut object = json!({ "metadata": { "name": "t", "generation": generation } });
+        if let Some(condition) = condition {
+            object["status"] = json!({ "conditions": [
+                { "type": "Other", "status": "False", "reason": "X", "message": "not this one" },
+                condition,
+            ] });
+        }
+        object
+    };
+    let ready = |status: &str, reason: &str, observed: i64| json!({ "type": "Ready", "status": status, "reason": reason, "message": reason, "observedGeneration": observed });
+    let cases = [
+        (object(1, None), "Progressing"),
+        (object(1, Some(ready("True", "Issued", 1))), "Healthy"),
+        (object(2, Some(ready("True", "Issued", 1))), "Progressing"),
+        (
+            object(1, Some(ready("False", "InvalidSpec", 1))),
+            "Degraded",
+        ),
+        (
+            object(1, Some(ready("False", "IssuerNotReady", 1))),
+            "Degraded",
+        ),
+        (object(1, Some(ready("False", "Revoked", 1))), "Suspended"),
+        (object(1, Some(ready("False", "Expired", 1))), "Suspended"),
+    ];
+    let objects: Vec<Value> = cases.iter().map(|(o, _)| o.clone()).collect();
+    let script = chart().join("files/argocd-health.lua");
+    let results = support::python(
+        "argocd_health.py",
+        &[
+            script.to_str().unwrap(),
+            &serde_json::to_string(&objects).unwrap(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("the Lua script fails: {e}"));
+    for (i, (_, expected)) in cases.iter().enumerate() {
+        assert_eq!(results[i]["status"], *expected, "case {i}: {}", objects[i]);
+    }
+    assert_eq!(
+        results[3]["message"], "InvalidSpec",
+        "the condition's message is shown"
+    );
+}
