@@ -81,7 +81,7 @@ impl Operator {
         command
             .arg("run")
             .arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args([
                 "--namespace",
                 namespace,
