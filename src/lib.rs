@@ -2,6 +2,7 @@
 //! access tokens declared as `AccessToken` and `AppRegistration` resources.
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod leader;

@@ -8,7 +8,7 @@
 mod plan;
 mod secret;
 
-pub use plan::default_subject;
+pub use plan::{data as secret_keys, default_subject, secret_name};
 
 use std::{future::Future, sync::Arc, time::Duration};
 

@@ -1,0 +1,157 @@
+//! `tokensmith run`: the operator. Reconcilers (on the leader), the token
+//! service and the metrics/probe endpoint, until SIGTERM.
+
+use clap::Args;
+
+use super::KubeArgs;
+use crate::{
+    controller, leader, server,
+    telemetry::{self, LogFormat, Metrics, Readiness},
+};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The operator's namespace: ClusterTokenIssuer keys and the revocation
+    /// record live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tokensmith-system")]
+    namespace: String,
+    /// Names this instance in events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+    /// Base URL clients reach the token service at; AppRegistration Secrets
+    /// get `<URL>/oauth/token` as `token-url`. Default:
+    /// `https://tokensmith.<namespace>.svc`.
+    #[arg(long, env = "TOKENSMITH_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Where the token service listens (HTTPS).
+    #[arg(
+        long,
+        env = "TOKENSMITH_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:8443"
+    )]
+    listen_address: std::net::SocketAddr,
+    /// A `kubernetes.io/tls` Secret (`[namespace/]name`, e.g. from
+    /// cert-manager) to serve with. Without it, a CA and certificate are
+    /// generated once and the CA is published in the ConfigMap `tokensmith-ca`.
+    #[arg(long, env = "TOKENSMITH_TLS_SECRET")]
+    tls_secret: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
+    #[arg(
+        long,
+        env = "TOKENSMITH_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_address: std::net::SocketAddr,
+    /// Compete for a Lease so that only one replica reconciles; the token
+    /// service runs on every replica either way.
+    #[arg(long, env = "TOKENSMITH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The Lease (in --namespace) replicas compete for.
+    #[arg(long, default_value = leader::LEASE_NAME, overrides_with = "lease_name")]
+    lease_name: String,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[arg(long, value_enum, env = "TOKENSMITH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `tokensmith=debug,kube=info` (RUST_LOG wins).
+    #[arg(long, env = "TOKENSMITH_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level)?;
+    let client = args.kube.client().await?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("https://tokensmith.{}.svc", args.namespace));
+    let server = server::ServerConfig {
+        listen: args.listen_address,
+        tls_secret: args.tls_secret,
+        dns_names: vec![
+            "tokensmith".into(),
+            format!("tokensmith.{}", args.namespace),
+            format!("tokensmith.{}.svc", args.namespace),
+            format!("tokensmith.{}.svc.cluster.local", args.namespace),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ]
+        .into_iter()
+        .chain(public_host(&public_url))
+        .collect(),
+        namespace: args.namespace.clone(),
+        public_url: public_url.clone(),
+    };
+    let identity = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let config = controller::Config {
+        namespace: args.namespace,
+        instance: args.instance,
+        public_url,
+    };
+    let metrics = Metrics::shared();
+    let readiness = Readiness::default();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown_signal()));
+    let election = leader::Election {
+        enabled: args.leader_elect,
+        lease_name: args.lease_name,
+        identity,
+    };
+    tokio::try_join!(
+        leader::run_controllers_when_leading(
+            client.clone(),
+            config,
+            metrics.clone(),
+            election,
+            shutdown.clone()
+        ),
+        server::run(
+            client,
+            server,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone()
+        ),
+        telemetry::endpoint::serve(args.metrics_address, metrics, readiness, shutdown),
+    )?;
+    Ok(())
+}
+
+/// The host part of a URL, so the generated certificate is valid for the
+/// name clients use.
+fn public_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// The host's name, to tell replicas apart when no --instance is given.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tokensmith".into())
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
