@@ -1,9 +1,13 @@
 # One command per routine task. See README.md.
-.PHONY: test lint crds control-plane control-plane-start control-plane-stop
+.PHONY: test demo lint crds control-plane control-plane-start control-plane-stop
 
 ## test: lints, then the whole test suite on a freshly started local control plane
 test:
 	hack/test.sh
+
+## demo: build, start a local control plane, run the operator on examples/ and show a token's life; stops everything after
+demo:
+	hack/demo.sh
 
 ## lint: rustfmt and clippy, warnings are errors
 lint:

@@ -2,7 +2,7 @@
 # The project's test command (README: `make test`; CI runs exactly this).
 # Builds or reuses the control-plane binaries, starts one control plane for
 # every test binary, runs the lints and the whole test suite, and stops the
-# control plane again, also when a step fails.
+# control plane again, also when a step fails. Then runs the demo.
 #
 # TOKENSMITH_TEST_KUBECONFIG=path/to/kubeconfig runs the suite against that
 # cluster instead of starting one.
@@ -30,3 +30,8 @@ fi
 
 step "cargo test"
 cargo test --all-targets --locked
+
+# The README's demo is part of the product: it must keep working.
+step "demo (hack/demo.sh)"
+hack/demo.sh >target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
+echo "the demo ran start to finish (output in target/demo.log)" >&2

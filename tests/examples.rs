@@ -1,4 +1,5 @@
-//! Every manifest in `examples/` is accepted by the API server as it is.
+//! Every manifest in `examples/` is accepted by the API server as it is, and
+//! the operator makes every resource in them Ready.
 
 mod support;
 
@@ -25,4 +26,28 @@ async fn examples_pass_server_side_validation() {
     ] {
         assert!(output.contains(kind), "{kind} missing from:\n{output}");
     }
+}
+
+#[tokio::test]
+async fn examples_become_ready() {
+    support::operator::shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "examples-live").await;
+    let dir = support::repo_root().join("examples");
+    control_plane().kubectl(&["apply", "-n", &ns.name, "-f", dir.to_str().unwrap()]);
+    let waited = control_plane().kubectl_output(&[
+        "wait",
+        "-n",
+        &ns.name,
+        "--for=condition=Ready",
+        "accesstokens,appregistrations,tokenissuers",
+        "--all",
+        "--timeout=60s",
+    ]);
+    assert!(
+        waited.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&waited.stdout),
+        String::from_utf8_lossy(&waited.stderr)
+    );
 }
