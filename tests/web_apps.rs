@@ -459,3 +459,63 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
         );
     }
 }
+
+#[tokio::test]
+async fn deleting_the_service_account_ends_its_refresh_chain() {
+    let operator = shared_operator();
+    let http = operator.http().await;
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "web-sa-gone").await;
+    served_issuer(&client, operator, &ns.name, "signer").await;
+    let creds = app(
+        &client,
+        &ns.name,
+        "portal",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] }),
+    )
+    .await;
+    let subject_token = service_account_token(&client, &ns.name, "leaver").await;
+    let (status, exchanged) = token_request(
+        &http,
+        operator,
+        &creds,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &subject_token),
+            ("subject_token_type", JWT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{exchanged}");
+    let access_token = exchanged["access_token"].as_str().unwrap().to_string();
+    let refresh_token = exchanged["refresh_token"].as_str().unwrap().to_string();
+
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .delete("leaver", &Default::default())
+        .await
+        .unwrap();
+    let (status, refused) = token_request(
+        &http,
+        operator,
+        &creds,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh_token),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    eventually(
+        Duration::from_secs(1),
+        "the chain's access token to be inactive",
+        || async {
+            (introspect(&http, operator, &creds, &access_token).await["active"] == false)
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -57,8 +57,9 @@ fn check_request(form: &HashMap<String, String>) -> Result<&str, OAuthError> {
     Ok(token)
 }
 
-/// The service account a subject token authenticates as, by TokenReview.
-async fn review(state: &AppState, token: &str) -> Result<String, OAuthError> {
+/// The service account a subject token authenticates as, by TokenReview:
+/// its user name and UID.
+async fn review(state: &AppState, token: &str) -> Result<(String, Option<String>), OAuthError> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_string()),
@@ -80,13 +81,14 @@ async fn review(state: &AppState, token: &str) -> Result<String, OAuthError> {
             "the subject token is not a valid Kubernetes token (forged, expired or revoked)",
         ));
     }
-    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    let user = status.user.unwrap_or_default();
+    let username = user.username.unwrap_or_default();
     if !username.starts_with(SERVICE_ACCOUNT_PREFIX) {
         return Err(OAuthError::invalid_request(
             "the subject token must be a service-account token",
         ));
     }
-    Ok(username)
+    Ok((username, user.uid))
 }
 
 /// The token-exchange grant.
@@ -97,9 +99,9 @@ pub async fn exchange(
 ) -> Result<Value, OAuthError> {
     let subject_token = check_request(form)?;
     let scopes = granted_scopes(&app.spec.scopes, form.get("scope"))?;
-    let subject = review(state, subject_token).await?;
+    let (subject, subject_uid) = review(state, subject_token).await?;
     let minted = mint(&state.index, app, subject, &scopes)?;
-    let refresh_token = start_chain(state, app, &minted).await?;
+    let refresh_token = start_chain(state, app, &minted, subject_uid).await?;
     info!(
         client_id = ?minted.claims.client_id,
         sub = %minted.claims.sub,

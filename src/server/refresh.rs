@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     ByteString,
-    api::core::v1::Secret,
+    api::core::v1::{Secret, ServiceAccount},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
     jiff::Timestamp,
 };
@@ -205,6 +205,7 @@ pub async fn start_chain(
     state: &AppState,
     app: &AppRegistration,
     minted: &Minted,
+    subject_uid: Option<String>,
 ) -> Result<SecretString, OAuthError> {
     let now = Timestamp::now().as_second();
     let chain_id = new_chain_id();
@@ -217,6 +218,7 @@ pub async fn start_chain(
         &token,
         now + refresh_lifetime(app)?,
     );
+    chain.subject_uid = subject_uid;
     chain.issued(minted.claims.jti.clone(), minted.claims.exp);
     Chains::of(&state.client, app)
         .create(app, &chain_id, &chain)
@@ -246,6 +248,13 @@ pub async fn refresh(
         let now = Timestamp::now().as_second();
         match chain.judge(token, now) {
             Presented::Current => {
+                if !subject_exists(state, &chain).await? {
+                    revoke_chain(state, &chains, chain_id, &chain).await?;
+                    info!(client_id = %client_id, chain = %chain_id, "the chain's service account is gone; chain revoked");
+                    return Err(invalid_grant(
+                        "the service account this refresh token acts for no longer exists; its chain is revoked",
+                    ));
+                }
                 // Narrower scopes may be asked for (RFC 6749 §6); never more
                 // than the chain was granted, nor more than the app has now.
                 let grantable: Vec<String> = chain
@@ -277,6 +286,27 @@ pub async fn refresh(
     Err(OAuthError::server_error(
         "the refresh token is in use concurrently; try again",
     ))
+}
+
+/// Whether the service account a chain acts for still exists (the same
+/// object, by UID). Deleting it ends the chain, as it ends the account's own
+/// tokens.
+async fn subject_exists(state: &AppState, chain: &RefreshChain) -> Result<bool, OAuthError> {
+    let Some((namespace, name)) = chain
+        .subject
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    else {
+        return Ok(true);
+    };
+    let account = Api::<ServiceAccount>::namespaced(state.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|error| {
+            warn!(%error, "looking up a refresh chain's service account failed");
+            OAuthError::server_error("the service account could not be looked up; try again")
+        })?;
+    Ok(account.is_some_and(|a| chain.subject_uid.is_none() || a.uid() == chain.subject_uid))
 }
 
 /// Revokes a refresh token's chain at its client's request (RFC 7009).

@@ -67,6 +67,10 @@ pub struct IssuedAccessToken {
 pub struct RefreshChain {
     pub client_id: String,
     pub subject: String,
+    /// The UID of the identity the chain acts for, when it has one (a
+    /// service account): a new object of the same name is someone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_uid: Option<String>,
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     /// The one refresh token that may be used next.
@@ -105,6 +109,7 @@ impl RefreshChain {
         Self {
             client_id,
             subject,
+            subject_uid: None,
             scopes,
             audiences,
             current: HashedToken {
