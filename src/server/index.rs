@@ -1,7 +1,10 @@
 //! What the token service knows, built from watches: no request makes an
 //! API call to answer.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::{
@@ -13,11 +16,12 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
 
+use super::lookup::KeyIndex;
 use crate::{
     api::{AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerSettings, TokenIssuer},
     controller::{
@@ -45,19 +49,117 @@ pub struct Index {
     pub apps: Store<AppRegistration>,
     pub revocations: Store<ConfigMap>,
     pub operator_namespace: String,
+    /// AccessTokens by the ids of their current and superseded tokens.
+    token_ids: KeyIndex<AccessToken>,
+    /// AccessTokens by the fingerprints of their current and superseded tokens.
+    token_hashes: KeyIndex<AccessToken>,
+    /// AppRegistrations by client id (UID).
+    clients: KeyIndex<AppRegistration>,
+    /// Parsed keyrings by key Secret, with the resourceVersion parsed.
+    keyrings: Arc<Mutex<HashMap<(String, String), ParsedKeyring>>>,
+}
+
+/// A keyring and the resourceVersion of the Secret it was parsed from.
+type ParsedKeyring = (Option<String>, Arc<Keyring>);
+
+fn token_ids(token: &AccessToken) -> Vec<String> {
+    token
+        .status
+        .iter()
+        .flat_map(|s| {
+            s.token_id
+                .iter()
+                .cloned()
+                .chain(s.previous_tokens.iter().map(|p| p.token_id.clone()))
+        })
+        .collect()
+}
+
+fn token_hashes(token: &AccessToken) -> Vec<String> {
+    token
+        .status
+        .iter()
+        .flat_map(|s| {
+            s.token_hash.iter().cloned().chain(
+                s.previous_tokens
+                    .iter()
+                    .filter_map(|p| p.token_hash.clone()),
+            )
+        })
+        .collect()
+}
+
+fn client_ids(app: &AppRegistration) -> Vec<String> {
+    app.uid().into_iter().collect()
+}
+
+/// The stores and indexes of an [`Index`], with the writers that fill them.
+struct Parts {
+    token_issuers: (Store<TokenIssuer>, Writer<TokenIssuer>),
+    cluster_issuers: (Store<ClusterTokenIssuer>, Writer<ClusterTokenIssuer>),
+    namespaces: (
+        Store<PartialObjectMeta<Namespace>>,
+        Writer<PartialObjectMeta<Namespace>>,
+    ),
+    key_secrets: (Store<Secret>, Writer<Secret>),
+    access_tokens: (Store<AccessToken>, Writer<AccessToken>),
+    apps: (Store<AppRegistration>, Writer<AppRegistration>),
+    revocations: (Store<ConfigMap>, Writer<ConfigMap>),
+}
+
+impl Parts {
+    fn new() -> Self {
+        Self {
+            token_issuers: reflector::store(),
+            cluster_issuers: reflector::store(),
+            namespaces: reflector::store(),
+            key_secrets: reflector::store(),
+            access_tokens: reflector::store(),
+            apps: reflector::store(),
+            revocations: reflector::store(),
+        }
+    }
 }
 
 impl Index {
+    fn from_stores(parts: &Parts, operator_namespace: &str) -> Self {
+        Self {
+            issuers: IssuerStores {
+                token_issuers: parts.token_issuers.0.clone(),
+                cluster_issuers: parts.cluster_issuers.0.clone(),
+                namespaces: parts.namespaces.0.clone(),
+            },
+            key_secrets: parts.key_secrets.0.clone(),
+            access_tokens: parts.access_tokens.0.clone(),
+            apps: parts.apps.0.clone(),
+            revocations: parts.revocations.0.clone(),
+            operator_namespace: operator_namespace.to_string(),
+            token_ids: KeyIndex::new(token_ids),
+            token_hashes: KeyIndex::new(token_hashes),
+            clients: KeyIndex::new(client_ids),
+            keyrings: Arc::default(),
+        }
+    }
+
     /// Starts the watches; the returned future runs them (it never ends).
     pub fn start(client: &Client, operator_namespace: &str) -> (Self, BoxFuture<'static, ()>) {
-        let (token_issuers, w1) = reflector::store();
-        let (cluster_issuers, w2) = reflector::store();
-        let (namespaces, w3) = reflector::store();
-        let (key_secrets, w4) = reflector::store();
-        let (access_tokens, w5) = reflector::store();
-        let (apps, w6) = reflector::store();
-        let (revocations, w7) = reflector::store();
+        let parts = Parts::new();
+        let index = Self::from_stores(&parts, operator_namespace);
+        let Parts {
+            token_issuers: (_, w1),
+            cluster_issuers: (_, w2),
+            namespaces: (_, w3),
+            key_secrets: (_, w4),
+            access_tokens: (_, w5),
+            apps: (_, w6),
+            revocations: (_, w7),
+        } = parts;
         let all = watcher::Config::default;
+        let (ids, hashes, clients) = (
+            index.token_ids.clone(),
+            index.token_hashes.clone(),
+            index.clients.clone(),
+        );
         let watches = futures::stream::select_all([
             watcher(Api::<TokenIssuer>::all(client.clone()), all())
                 .default_backoff()
@@ -90,12 +192,21 @@ impl Index {
             watcher(Api::<AccessToken>::all(client.clone()), all())
                 .default_backoff()
                 .reflect(w5)
-                .map(|_| ())
+                .map(move |event| {
+                    if let Ok(event) = &event {
+                        ids.apply(event);
+                        hashes.apply(event);
+                    }
+                })
                 .boxed(),
             watcher(Api::<AppRegistration>::all(client.clone()), all())
                 .default_backoff()
                 .reflect(w6)
-                .map(|_| ())
+                .map(move |event| {
+                    if let Ok(event) = &event {
+                        clients.apply(event);
+                    }
+                })
                 .boxed(),
             watcher(
                 Api::<ConfigMap>::namespaced(client.clone(), operator_namespace),
@@ -107,19 +218,43 @@ impl Index {
             .boxed(),
         ])
         .for_each(|_| async {});
-        let index = Self {
-            issuers: IssuerStores {
-                token_issuers,
-                cluster_issuers,
-                namespaces,
-            },
-            key_secrets,
-            access_tokens,
-            apps,
-            revocations,
-            operator_namespace: operator_namespace.to_string(),
-        };
         (index, Box::pin(watches))
+    }
+
+    /// An index of fixed objects, without watches: for benchmarks and tests.
+    pub fn from_objects(
+        operator_namespace: &str,
+        token_issuers: Vec<TokenIssuer>,
+        key_secrets: Vec<Secret>,
+        access_tokens: Vec<AccessToken>,
+        apps: Vec<AppRegistration>,
+    ) -> Self {
+        fn fill<K>(writer: &mut Writer<K>, objects: Vec<K>, also: impl Fn(&watcher::Event<K>))
+        where
+            K: kube::Resource<DynamicType = ()> + Clone,
+        {
+            for event in std::iter::once(watcher::Event::Init)
+                .chain(objects.into_iter().map(watcher::Event::InitApply))
+                .chain(std::iter::once(watcher::Event::InitDone))
+            {
+                writer.apply_watcher_event(&event);
+                also(&event);
+            }
+        }
+        let mut parts = Parts::new();
+        let index = Self::from_stores(&parts, operator_namespace);
+        fill(&mut parts.token_issuers.1, token_issuers, |_| {});
+        fill(&mut parts.cluster_issuers.1, vec![], |_| {});
+        fill(&mut parts.namespaces.1, vec![], |_| {});
+        fill(&mut parts.key_secrets.1, key_secrets, |_| {});
+        fill(&mut parts.access_tokens.1, access_tokens, |e| {
+            index.token_ids.apply(e);
+            index.token_hashes.apply(e);
+        });
+        fill(&mut parts.apps.1, apps, |e| index.clients.apply(e));
+        fill(&mut parts.revocations.1, vec![], |_| {});
+        // The stores keep their contents once their writers are gone.
+        index
     }
 
     /// Whether every watch has listed once.
@@ -173,57 +308,85 @@ impl Index {
 
     /// The issuer whose `issuerURL` is exactly `iss`.
     pub fn issuer_by_url(&self, iss: &str) -> Option<IssuerView> {
-        let mut matches: Vec<IssuerView> = self
-            .views()
-            .into_iter()
-            .filter(|v| v.settings.issuer_url == iss)
-            .collect();
+        fn matching<I: Issuer>(
+            issuers: Vec<Arc<I>>,
+            iss: &str,
+            operator_namespace: &str,
+        ) -> Vec<IssuerView> {
+            issuers
+                .iter()
+                .filter(|i| i.settings().issuer_url == iss)
+                .map(|i| IssuerView {
+                    settings: i.settings().clone(),
+                    key_secret: key_secret_location(i.as_ref(), operator_namespace),
+                })
+                .collect()
+        }
+        let mut matches = matching(
+            self.issuers.cluster_issuers.state(),
+            iss,
+            &self.operator_namespace,
+        );
+        matches.extend(matching(
+            self.issuers.token_issuers.state(),
+            iss,
+            &self.operator_namespace,
+        ));
         (matches.len() == 1).then(|| matches.remove(0))
     }
 
-    /// The keys of an issuer, from its key Secret.
-    pub fn keyring(&self, issuer: &IssuerView) -> Option<Keyring> {
+    /// The keys of an issuer, from its key Secret; parsed once per version
+    /// of the Secret.
+    pub fn keyring(&self, issuer: &IssuerView) -> Option<Arc<Keyring>> {
         let (namespace, name) = &issuer.key_secret;
         let secret = self
             .key_secrets
             .get(&ObjectRef::new(name).within(namespace))?;
+        let version = secret.resource_version();
+        let mut cache = self
+            .keyrings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_version, keyring)) = cache.get(&issuer.key_secret)
+            && *cached_version == version
+        {
+            return Some(keyring.clone());
+        }
         let bytes = secret.data.as_ref()?.get(KEYRING_SECRET_KEY)?;
-        Keyring::from_json(&bytes.0).ok()
+        let keyring = Arc::new(Keyring::from_json(&bytes.0).ok()?);
+        cache.insert(issuer.key_secret.clone(), (version, keyring.clone()));
+        Some(keyring)
     }
 
     /// The AppRegistration whose client id is `client_id`.
     pub fn app(&self, client_id: &str) -> Option<Arc<AppRegistration>> {
-        self.apps
-            .state()
-            .into_iter()
-            .find(|a| a.uid().as_deref() == Some(client_id))
+        let app = self.apps.get(&self.clients.get(client_id)?)?;
+        (app.uid().as_deref() == Some(client_id)).then_some(app)
     }
 
     /// The AccessToken a token id belongs to (current or superseded token).
     pub fn access_token_by_id(&self, token_id: &str) -> Option<Arc<AccessToken>> {
-        self.access_tokens.state().into_iter().find(|t| {
-            t.status.as_ref().is_some_and(|s| {
-                s.token_id.as_deref() == Some(token_id)
-                    || s.previous_tokens.iter().any(|p| p.token_id == token_id)
-            })
-        })
+        let token = self.access_tokens.get(&self.token_ids.get(token_id)?)?;
+        token_ids(&token)
+            .iter()
+            .any(|id| id == token_id)
+            .then_some(token)
     }
 
     /// The AccessToken holding the opaque token with this fingerprint, and its id.
     pub fn access_token_by_hash(&self, hash: &str) -> Option<(Arc<AccessToken>, String)> {
-        self.access_tokens.state().into_iter().find_map(|t| {
-            let status = t.status.as_ref()?;
-            let id = if status.token_hash.as_deref() == Some(hash) {
-                status.token_id.clone()
-            } else {
-                status
-                    .previous_tokens
-                    .iter()
-                    .find(|p| p.token_hash.as_deref() == Some(hash))
-                    .map(|p| p.token_id.clone())
-            }?;
-            Some((t.clone(), id))
-        })
+        let token = self.access_tokens.get(&self.token_hashes.get(hash)?)?;
+        let status = token.status.as_ref()?;
+        let id = if status.token_hash.as_deref() == Some(hash) {
+            status.token_id.clone()
+        } else {
+            status
+                .previous_tokens
+                .iter()
+                .find(|p| p.token_hash.as_deref() == Some(hash))
+                .map(|p| p.token_id.clone())
+        }?;
+        Some((token, id))
     }
 
     /// When the soonest-expiring token of a Ready AccessToken expires.

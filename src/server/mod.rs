@@ -4,7 +4,8 @@
 mod endpoints;
 mod exchange;
 mod index;
-mod inspect;
+pub mod inspect;
+mod lookup;
 mod mint;
 mod oauth;
 mod refresh;

@@ -1,0 +1,173 @@
+//! Secondary indexes over watched objects: find an object by a key (a token
+//! id, a token hash, a client id) without scanning the whole store, so a
+//! request costs the same with ten tokens or fifty thousand.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Arc, RwLock},
+};
+
+use kube::{
+    Resource,
+    runtime::{reflector::ObjectRef, watcher},
+};
+
+struct Entries<K: Resource<DynamicType = ()>> {
+    by_key: HashMap<String, ObjectRef<K>>,
+    keys_of_object: HashMap<ObjectRef<K>, Vec<String>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Entries<K> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            keys_of_object: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Entries<K>
+where
+    ObjectRef<K>: Hash + Eq,
+{
+    fn remove(&mut self, object: &ObjectRef<K>) {
+        for key in self.keys_of_object.remove(object).unwrap_or_default() {
+            if self.by_key.get(&key) == Some(object) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) {
+        self.remove(&object);
+        for key in &keys {
+            self.by_key.insert(key.clone(), object.clone());
+        }
+        self.keys_of_object.insert(object, keys);
+    }
+}
+
+struct State<K: Resource<DynamicType = ()>> {
+    live: Entries<K>,
+    /// Filled during a (re)list, swapped in when it is done, as the
+    /// reflector does with its store.
+    relisting: Option<Entries<K>>,
+}
+
+/// Objects of kind `K` by the keys `keys_of` gives each.
+#[derive(Clone)]
+pub struct KeyIndex<K: Resource<DynamicType = ()>> {
+    state: Arc<RwLock<State<K>>>,
+    keys_of: fn(&K) -> Vec<String>,
+}
+
+impl<K> KeyIndex<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    ObjectRef<K>: Hash + Eq,
+{
+    pub fn new(keys_of: fn(&K) -> Vec<String>) -> Self {
+        Self {
+            state: Arc::new(RwLock::new(State {
+                live: Entries::default(),
+                relisting: None,
+            })),
+            keys_of,
+        }
+    }
+
+    /// Follows one watch event.
+    pub fn apply(&self, event: &watcher::Event<K>) {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match event {
+            watcher::Event::Apply(object) => state
+                .live
+                .insert(ObjectRef::from_obj(object), (self.keys_of)(object)),
+            watcher::Event::Delete(object) => state.live.remove(&ObjectRef::from_obj(object)),
+            watcher::Event::Init => state.relisting = Some(Entries::default()),
+            watcher::Event::InitApply(object) => {
+                let keys = (self.keys_of)(object);
+                state
+                    .relisting
+                    .get_or_insert_with(Entries::default)
+                    .insert(ObjectRef::from_obj(object), keys);
+            }
+            watcher::Event::InitDone => {
+                if let Some(fresh) = state.relisting.take() {
+                    state.live = fresh;
+                }
+            }
+        }
+    }
+
+    /// The object `key` belongs to.
+    pub fn get(&self, key: &str) -> Option<ObjectRef<K>> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.live.by_key.get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn config_map(name: &str, keys: &[&str]) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), String::new()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn index() -> KeyIndex<ConfigMap> {
+        KeyIndex::new(|cm| cm.data.iter().flatten().map(|(k, _)| k.clone()).collect())
+    }
+
+    #[test]
+    fn follows_applies_and_deletes() {
+        let index = index();
+        index.apply(&watcher::Event::Apply(config_map("a", &["x", "y"])));
+        assert_eq!(index.get("x").unwrap().name, "a");
+        index.apply(&watcher::Event::Apply(config_map("a", &["y", "z"])));
+        assert!(
+            index.get("x").is_none(),
+            "a key the object no longer has is forgotten"
+        );
+        assert_eq!(index.get("z").unwrap().name, "a");
+        index.apply(&watcher::Event::Delete(config_map("a", &["y", "z"])));
+        assert!(index.get("y").is_none());
+    }
+
+    #[test]
+    fn a_relist_replaces_everything_once_done() {
+        let index = index();
+        index.apply(&watcher::Event::Apply(config_map("gone", &["old"])));
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(config_map("kept", &["new"])));
+        assert!(
+            index.get("old").is_some(),
+            "the old view serves until the relist is done"
+        );
+        index.apply(&watcher::Event::InitDone);
+        assert!(index.get("old").is_none());
+        assert_eq!(index.get("new").unwrap().name, "kept");
+    }
+}

@@ -1,0 +1,162 @@
+//! How fast the token service judges a token, with many resources in its
+//! watched index. Prints figures; `cargo bench --bench token_service`.
+//! Under `cargo test` it runs once with small numbers, as a smoke test.
+
+use std::{hint::black_box, time::Instant};
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    jiff::{SignedDuration, Timestamp},
+};
+use serde_json::json;
+use tokensmith::{
+    api::{AccessToken, AppRegistration, SigningAlgorithm, TokenIssuer},
+    controller::issuer::ISSUER_LABEL,
+    server::{Index, inspect::inspect},
+    token::{AccessTokenClaims, KEYRING_SECRET_KEY, KeyPolicy, Keyring, plan_keys, sign_jwt},
+};
+
+/// An index holding `issuers` TokenIssuers, `tokens` AccessTokens and
+/// `apps` AppRegistrations; returns it with a JWT of one AccessToken and one
+/// of an app (as the token endpoint would mint), both signed by issuer 0.
+fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) {
+    let (mut token_issuers, mut key_secrets, mut access_tokens, mut app_store) =
+        (vec![], vec![], vec![], vec![]);
+    let now = Timestamp::now();
+    let keyring = plan_keys(
+        Keyring::default(),
+        KeyPolicy {
+            algorithm: SigningAlgorithm::ES256,
+            rotation_interval: std::time::Duration::from_secs(86_400),
+            max_token_lifetime: std::time::Duration::from_secs(86_400),
+        },
+        now,
+    )
+    .unwrap()
+    .keyring;
+    for i in 0..issuers {
+        let issuer: TokenIssuer = serde_json::from_value(json!({
+            "apiVersion": "tokensmith.dev/v1alpha1", "kind": "TokenIssuer",
+            "metadata": { "name": format!("issuer-{i}"), "namespace": "bench", "uid": format!("uid-{i}") },
+            "spec": { "issuerURL": format!("https://tokens.bench/issuers/{i}") },
+        }))
+        .unwrap();
+        token_issuers.push(issuer);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("tokensmith-issuer-issuer-{i}")),
+                namespace: Some("bench".into()),
+                labels: Some([(ISSUER_LABEL.to_string(), format!("issuer-{i}"))].into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    KEYRING_SECRET_KEY.to_string(),
+                    ByteString(keyring.to_json()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        key_secrets.push(secret);
+    }
+    let expires = (now + SignedDuration::from_hours(1)).to_string();
+    for i in 0..tokens {
+        let token: AccessToken = serde_json::from_value(json!({
+            "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+            "metadata": { "name": format!("token-{i}"), "namespace": "bench", "uid": format!("t-{i}") },
+            "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "issuer-0" }, "scopes": ["read"] },
+            "status": { "tokenID": format!("jti-{i}"), "expiresAt": expires, "issuedAt": now.to_string(), "tokenHash": format!("sha256:{i}") },
+        }))
+        .unwrap();
+        access_tokens.push(token);
+    }
+    for i in 0..apps {
+        let app: AppRegistration = serde_json::from_value(json!({
+            "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AppRegistration",
+            "metadata": { "name": format!("app-{i}"), "namespace": "bench", "uid": format!("client-{i}") },
+            "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "issuer-0" }, "scopes": ["read"] },
+        }))
+        .unwrap();
+        app_store.push(app);
+    }
+    let key = keyring.active_signing_key().unwrap().unwrap();
+    let claims = |jti: String, client_id: Option<String>| AccessTokenClaims {
+        iss: "https://tokens.bench/issuers/0".into(),
+        sub: "bench".into(),
+        aud: vec![],
+        exp: (now + SignedDuration::from_hours(1)).as_second(),
+        iat: now.as_second(),
+        nbf: now.as_second(),
+        jti,
+        scope: "read".into(),
+        client_id,
+        extra: Default::default(),
+    };
+    use secrecy::ExposeSecret;
+    let resource_token = sign_jwt(&claims(format!("jti-{}", tokens / 2), None), &key);
+    let app_token = sign_jwt(
+        &claims("endpoint".into(), Some(format!("client-{}", apps / 2))),
+        &key,
+    );
+    let index = Index::from_objects(
+        "tokensmith-system",
+        token_issuers,
+        key_secrets,
+        access_tokens,
+        app_store,
+    );
+    (
+        index,
+        resource_token.expose_secret().to_string(),
+        app_token.expose_secret().to_string(),
+    )
+}
+
+fn per_call(iterations: u32, mut f: impl FnMut()) -> f64 {
+    f();
+    let started = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[(usize, usize, usize)] = if full {
+        &[
+            (1, 100, 10),
+            (10, 1_000, 100),
+            (100, 10_000, 1_000),
+            (1_000, 50_000, 5_000),
+        ]
+    } else {
+        &[(2, 20, 2)]
+    };
+    let iterations = if full { 2_000 } else { 10 };
+    println!(
+        "{:>8} {:>8} {:>6} {:>18} {:>18}",
+        "issuers", "tokens", "apps", "AccessToken µs", "endpoint token µs"
+    );
+    for &(issuers, tokens, apps) in sizes {
+        let (index, resource_token, app_token) = index(issuers, tokens, apps);
+        let now = Timestamp::now().as_second();
+        assert!(
+            inspect(&index, &resource_token, now).is_some(),
+            "the AccessToken's token is active"
+        );
+        assert!(
+            inspect(&index, &app_token, now).is_some(),
+            "the app's token is active"
+        );
+        let a = per_call(iterations, || {
+            black_box(inspect(&index, black_box(&resource_token), now));
+        });
+        let b = per_call(iterations, || {
+            black_box(inspect(&index, black_box(&app_token), now));
+        });
+        println!("{issuers:>8} {tokens:>8} {apps:>6} {a:>18.1} {b:>18.1}");
+    }
+}
