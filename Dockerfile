@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1
-# The operator image: a static-enough binary on distroless, as a non-root user.
+# The operator image: the release binary on distroless (glibc, CA roots, no
+# shell), as a non-root user. Both stages are Debian 12, so glibc matches.
 # Build: docker build -t tokensmith:dev .
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# aws-lc-rs builds its C core with cmake and clang.
-RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
+# aws-lc-rs compiles its C core with the image's gcc; nothing else to install.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
