@@ -174,8 +174,16 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
             FinalizerEvent::Cleanup(token) => Reconciler::new(&token, &ctx)?.cleanup().await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .await;
+    let action = match action {
+        // Deleted between the cleanup and the finalizer's removal (or before
+        // it could be added): nothing is left to do.
+        Err(
+            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+            | kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)),
+        ) if status.code == 404 => Action::await_change(),
+        other => other.map_err(|e| Error::Finalizer(Box::new(e)))?,
+    };
     debug!(?action, "reconciled");
     Ok(action)
 }
