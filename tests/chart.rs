@@ -424,18 +424,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         json!({ "spec": { "issuerRef": { "kind": "ClusterTokenIssuer", "name": issuer }, "scopes": ["read"] } }),
     )
     .await;
-    wait_for(
-        &apps,
-        "client",
-        Duration::from_secs(60),
-        "the app to be registered",
-        |a| {
-            a.status
-                .as_ref()
-                .is_some_and(|s| s.client_secret_hash.is_some())
-        },
-    )
-    .await;
+    support::oauth::registered(&apps, "client").await;
     operator.http().await;
     tokens
         .delete("workload", &Default::default())

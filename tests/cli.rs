@@ -12,9 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::{Value, json};
 use support::{
-    TestNamespace, control_plane,
-    oauth::served_issuer,
-    operator::shared_operator,
+    control_plane,
+    oauth::{Served, served_issuer},
     resources::{apply, secret_text, wait_reason},
 };
 use tokensmith::api::AccessToken;
@@ -46,12 +45,9 @@ fn said(output: &Output) -> String {
 
 #[tokio::test]
 async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
-    let operator = shared_operator();
-    operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "cli").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
-    served_issuer(&client, operator, &ns.name, "other").await;
+    let served = Served::new("cli").await;
+    let (operator, client, ns) = (served.operator, &served.client, &served.ns);
+    served_issuer(client, operator, &ns.name, "other").await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"], "lifetime": "2h" });
     apply(&tokens, "deployer", json!({ "spec": spec })).await;

@@ -9,9 +9,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::{Value, json};
 use support::{
-    TestNamespace, control_plane, eventually,
-    oauth::{app, introspect, served_issuer},
-    operator::shared_operator,
+    eventually,
+    oauth::{Served, app, introspect},
     python,
     resources::{apply, secret_text, wait_for, wait_reason},
 };
@@ -19,11 +18,14 @@ use tokensmith::api::AccessToken;
 
 #[tokio::test]
 async fn pyjwt_verifies_an_access_token_through_the_jwks_url() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "jwks").await;
-    let issuer_url = served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("jwks").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
+    let issuer_url = served.issuer_url.clone();
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     apply(
         &tokens,
@@ -84,11 +86,14 @@ async fn pyjwt_verifies_an_access_token_through_the_jwks_url() {
 
 #[tokio::test]
 async fn authlib_runs_client_credentials_and_introspection_describes_the_token() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "client-credentials").await;
-    let issuer_url = served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("client-credentials").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
+    let issuer_url = served.issuer_url.clone();
     let creds = app(
         &client,
         &ns.name,
@@ -131,11 +136,13 @@ async fn authlib_runs_client_credentials_and_introspection_describes_the_token()
 
 #[tokio::test]
 async fn bad_requests_get_rfc6749_errors_never_a_500() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "oauth-errors").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("oauth-errors").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -253,11 +260,13 @@ async fn bad_requests_get_rfc6749_errors_never_a_500() {
 
 #[tokio::test]
 async fn token_info_userinfo_and_revocation_by_the_client() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "token-info").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("token-info").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -315,24 +324,20 @@ async fn token_info_userinfo_and_revocation_by_the_client() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
-    eventually(
-        Duration::from_secs(5),
-        "the revoked token to be inactive",
-        || async {
-            let info = introspect(&http, operator, &creds, &token).await;
-            (info["active"] == false).then_some(())
-        },
-    )
-    .await;
+    served
+        .until_inactive(&creds, &token, Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test]
 async fn opaque_tokens_are_active_until_revoked() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "opaque-introspect").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("opaque-introspect").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -364,23 +369,20 @@ async fn opaque_tokens_are_active_until_revoked() {
     let mut revoked = spec.clone();
     revoked["revoked"] = json!(true);
     apply(&tokens, "export", json!({ "spec": revoked })).await;
-    eventually(
-        Duration::from_secs(10),
-        "the opaque token to be inactive",
-        || async {
-            (introspect(&http, operator, &creds, &opaque).await["active"] == false).then_some(())
-        },
-    )
-    .await;
+    served
+        .until_inactive(&creds, &opaque, Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]
 async fn both_client_secrets_work_during_the_grace_period_only() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "secret-grace").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("secret-grace").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let old = app(
         &client,
         &ns.name,

@@ -14,9 +14,8 @@ use k8s_openapi::api::{
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use support::{
-    TestNamespace, control_plane, eventually,
-    oauth::{app, introspect, served_issuer, token_request},
-    operator::shared_operator,
+    control_plane, eventually,
+    oauth::{Served, app, introspect, token_request},
 };
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -62,11 +61,13 @@ fn claims_of(jwt: &str) -> Value {
 
 #[tokio::test]
 async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "web-app").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("web-app").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -191,24 +192,21 @@ async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
         "the newest refresh token dies with its chain"
     );
     for token in [&first_access, &second_access, &third_access] {
-        eventually(
-            Duration::from_secs(1),
-            "the chain's access tokens to be inactive",
-            || async {
-                (introspect(&http, operator, &creds, token).await["active"] == false).then_some(())
-            },
-        )
-        .await;
+        served
+            .until_inactive(&creds, token, Duration::from_secs(1))
+            .await;
     }
 }
 
 #[tokio::test]
 async fn a_refresh_token_revoked_by_its_client_stops_working() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "web-revoke").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("web-revoke").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] });
     let creds = app(&client, &ns.name, "portal", spec.clone()).await;
     let other = app(&client, &ns.name, "other", spec).await;
@@ -277,15 +275,9 @@ async fn a_refresh_token_revoked_by_its_client_stops_working() {
         (status, refused["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    eventually(
-        Duration::from_secs(1),
-        "the chain's access token to be inactive",
-        || async {
-            (introspect(&http, operator, &creds, access_token).await["active"] == false)
-                .then_some(())
-        },
-    )
-    .await;
+    served
+        .until_inactive(&creds, access_token, Duration::from_secs(1))
+        .await;
 }
 
 /// Re-signs the claims of a real service-account token, with `exp` moved.
@@ -303,11 +295,13 @@ fn resign(real: &str, key: &EncodingKey, exp_offset: i64) -> String {
 
 #[tokio::test]
 async fn forged_and_expired_subject_tokens_are_refused() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "web-forged").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("web-forged").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -379,11 +373,13 @@ async fn forged_and_expired_subject_tokens_are_refused() {
 
 #[tokio::test]
 async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "web-delete").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("web-delete").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] });
     let doomed = app(&client, &ns.name, "doomed", spec.clone()).await;
     let checker = app(&client, &ns.name, "checker", spec).await;
@@ -420,15 +416,9 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
         .delete("doomed", &Default::default())
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(1),
-        "the deleted app's token to be inactive",
-        || async {
-            (introspect(&http, operator, &checker, &access_token).await["active"] == false)
-                .then_some(())
-        },
-    )
-    .await;
+    served
+        .until_inactive(&checker, &access_token, Duration::from_secs(1))
+        .await;
     eventually(
         Duration::from_secs(30),
         "the garbage collector to delete the chain",
@@ -462,11 +452,13 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
 
 #[tokio::test]
 async fn deleting_the_service_account_ends_its_refresh_chain() {
-    let operator = shared_operator();
-    let http = operator.http().await;
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "web-sa-gone").await;
-    served_issuer(&client, operator, &ns.name, "signer").await;
+    let served = Served::new("web-sa-gone").await;
+    let (operator, http, client, ns) = (
+        served.operator,
+        served.http.clone(),
+        served.client.clone(),
+        &served.ns,
+    );
     let creds = app(
         &client,
         &ns.name,
@@ -509,13 +501,7 @@ async fn deleting_the_service_account_ends_its_refresh_chain() {
         (400, Some("invalid_grant")),
         "{refused}"
     );
-    eventually(
-        Duration::from_secs(1),
-        "the chain's access token to be inactive",
-        || async {
-            (introspect(&http, operator, &creds, &access_token).await["active"] == false)
-                .then_some(())
-        },
-    )
-    .await;
+    served
+        .until_inactive(&creds, &access_token, Duration::from_secs(1))
+        .await;
 }

@@ -46,17 +46,10 @@ pub async fn from_secret(
         .get(name)
         .await
         .map_err(|e| anyhow::anyhow!("TLS Secret {ns}/{name}: {e}"))?;
-    let field = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| anyhow::anyhow!("TLS Secret {ns}/{name} has no {key}"))
-    };
+    let what = format!("TLS Secret {ns}/{name}");
     Ok(ServingCert {
-        cert_pem: field("tls.crt")?,
-        key_pem: field("tls.key")?,
+        cert_pem: field(&secret, "tls.crt", &what)?,
+        key_pem: field(&secret, "tls.key", &what)?,
     })
 }
 
@@ -122,15 +115,19 @@ pub async fn generated(
     Ok(cert)
 }
 
+/// The bytes under `key` in `secret` (named `what` in the error).
+fn field(secret: &Secret, key: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| anyhow::anyhow!("{what} has no {key}"))
+}
+
 fn read_generated(secret: &Secret) -> anyhow::Result<(String, ServingCert)> {
-    let field = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| anyhow::anyhow!("Secret {GENERATED_SECRET} has no {key}"))
-    };
+    let what = format!("Secret {GENERATED_SECRET}");
+    let field = |key: &str| field(secret, key, &what);
     Ok((
         String::from_utf8(field("ca.crt")?)?,
         ServingCert {

@@ -8,9 +8,66 @@ use serde_json::{Value, json};
 use tokensmith::api::AppRegistration;
 
 use super::{
-    operator::Operator,
+    TestNamespace, control_plane, eventually,
+    operator::{Operator, shared_operator},
     resources::{apply, secret_text, token_issuer, wait_for},
 };
+
+/// Where most token-service tests start: the shared operator, an HTTPS
+/// client that trusts it, and a namespace of their own with a TokenIssuer
+/// `signer` that the operator serves.
+pub struct Served {
+    pub operator: &'static Operator,
+    pub http: reqwest::Client,
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+    pub issuer_url: String,
+}
+
+impl Served {
+    pub async fn new(prefix: &str) -> Self {
+        let operator = shared_operator();
+        let http = operator.http().await;
+        let client = control_plane().client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let issuer_url = served_issuer(&client, operator, &ns.name, "signer").await;
+        Self {
+            operator,
+            http,
+            client,
+            ns,
+            issuer_url,
+        }
+    }
+
+    /// An app of the `signer` issuer with `spec` added; its credentials.
+    pub async fn app(&self, name: &str, mut spec: Value) -> (String, String) {
+        spec["issuerRef"] = json!({ "kind": "TokenIssuer", "name": "signer" });
+        app(&self.client, &self.ns.name, name, spec).await
+    }
+
+    pub async fn introspect(&self, creds: &(String, String), token: &str) -> Value {
+        introspect(&self.http, self.operator, creds, token).await
+    }
+
+    pub async fn token_request(
+        &self,
+        creds: &(String, String),
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        token_request(&self.http, self.operator, creds, form).await
+    }
+
+    /// Waits up to `within` for introspection to call `token` inactive.
+    pub async fn until_inactive(&self, creds: &(String, String), token: &str, within: Duration) {
+        eventually(
+            within,
+            "the token to be inactive at introspection",
+            || async { (self.introspect(creds, token).await["active"] == false).then_some(()) },
+        )
+        .await;
+    }
+}
 
 /// A TokenIssuer whose issuerURL is served by the test's operator.
 pub async fn served_issuer(
@@ -30,17 +87,10 @@ pub async fn served_issuer(
     url
 }
 
-/// An AppRegistration and its (client id, client secret).
-pub async fn app(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    spec: Value,
-) -> (String, String) {
-    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), namespace);
-    apply(&apps, name, json!({ "spec": spec })).await;
+/// Waits until the AppRegistration `name` has its client secret.
+pub async fn registered(apps: &Api<AppRegistration>, name: &str) -> AppRegistration {
     wait_for(
-        &apps,
+        apps,
         name,
         Duration::from_secs(60),
         "the app to be registered",
@@ -50,7 +100,19 @@ pub async fn app(
                 .is_some_and(|s| s.client_secret_hash.is_some())
         },
     )
-    .await;
+    .await
+}
+
+/// An AppRegistration and its (client id, client secret).
+pub async fn app(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    spec: Value,
+) -> (String, String) {
+    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), namespace);
+    apply(&apps, name, json!({ "spec": spec })).await;
+    registered(&apps, name).await;
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get(name)
         .await

@@ -142,19 +142,7 @@ impl Operator {
         let ca = super::eventually(
             Duration::from_secs(60),
             "the token service's CA",
-            || async {
-                let output = control_plane().kubectl_output(&[
-                    "get",
-                    "configmap",
-                    "tokensmith-ca",
-                    "-n",
-                    &self.namespace,
-                    "-o",
-                    "jsonpath={.data.ca\\.crt}",
-                ]);
-                let pem = String::from_utf8(output.stdout).ok()?;
-                pem.contains("BEGIN CERTIFICATE").then_some(pem)
-            },
+            || async { self.ca_pem() },
         )
         .await;
         let client = reqwest::Client::builder()
@@ -171,9 +159,9 @@ impl Operator {
         client
     }
 
-    /// The token service's CA certificate, written to a file (for Python clients).
-    pub fn ca_file(&self) -> PathBuf {
-        let output = control_plane().kubectl(&[
+    /// The CA the token service's certificate is signed by, once published.
+    fn ca_pem(&self) -> Option<String> {
+        let output = control_plane().kubectl_output(&[
             "get",
             "configmap",
             "tokensmith-ca",
@@ -182,6 +170,13 @@ impl Operator {
             "-o",
             "jsonpath={.data.ca\\.crt}",
         ]);
+        let pem = String::from_utf8(output.stdout).ok()?;
+        pem.contains("BEGIN CERTIFICATE").then_some(pem)
+    }
+
+    /// The token service's CA certificate, written to a file (for Python clients).
+    pub fn ca_file(&self) -> PathBuf {
+        let output = self.ca_pem().expect("the token service's CA is published");
         // Tests run in parallel: write aside and rename, so no reader ever
         // sees a half-written file.
         static WRITES: AtomicUsize = AtomicUsize::new(0);
