@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
     TestNamespace, control_plane, eventually,
+    oauth::{app, introspect, served_issuer},
     operator::Operator,
-    resources::{apply, secret_text, token_issuer, wait_for, wait_reason},
+    resources::{apply, secret_text, wait_reason},
 };
 use tokensmith::api::{AccessToken, AppRegistration};
 
@@ -22,33 +23,18 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
     let ns = TestNamespace::create(&client, "visibility").await;
     let mut operator = Operator::start(&[]);
     let http = operator.http().await;
-    let issuer_url = format!("{}/issuers/{}/signer", operator.url, ns.name);
-    token_issuer(
+    served_issuer(&client, &operator, &ns.name, "signer").await;
+    let creds = app(
         &client,
         &ns.name,
-        "signer",
-        json!({ "issuerURL": issuer_url }),
-    )
-    .await;
-    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &apps,
         "checker",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" } }),
     )
     .await;
-    let checker = wait_for(&apps, "checker", Duration::from_secs(60), "the app", |a| {
-        a.status
-            .as_ref()
-            .is_some_and(|s| s.client_secret_hash.is_some())
-    })
-    .await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let creds_secret = secrets.get("checker").await.unwrap();
-    let creds = (
-        secret_text(&creds_secret, "client-id"),
-        secret_text(&creds_secret, "client-secret"),
-    );
+    let checker = Api::<AppRegistration>::namespaced(client.clone(), &ns.name)
+        .get("checker")
+        .await
+        .unwrap();
     assert_eq!(Some(creds.0.clone()), checker.status.unwrap().client_id);
 
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
@@ -59,28 +45,11 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
     )
     .await;
     wait_reason(&tokens, "doomed", "Issued").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let jwt = secret_text(&secrets.get("doomed").await.unwrap(), "token");
-    let active = |http: reqwest::Client, url: String, creds: (String, String), jwt: String| async move {
-        let body: Value = http
-            .post(format!("{url}/oauth/introspect"))
-            .basic_auth(&creds.0, Some(&creds.1))
-            .form(&[("token", jwt.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["active"] == true
-    };
-    assert!(
-        active(
-            http.clone(),
-            operator.url.clone(),
-            creds.clone(),
-            jwt.clone()
-        )
-        .await
+    assert_eq!(
+        introspect(&http, &operator, &creds, &jwt).await["active"],
+        true
     );
 
     control_plane().kubectl(&[
@@ -92,15 +61,13 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
         "--wait=false",
     ]);
     let deleted_at = Instant::now();
-    eventually(Duration::from_secs(5), "the token to turn inactive", || {
-        let (http, url, creds, jwt) = (
-            http.clone(),
-            operator.url.clone(),
-            creds.clone(),
-            jwt.clone(),
-        );
-        async move { (!active(http, url, creds, jwt).await).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the token to turn inactive",
+        || async {
+            (introspect(&http, &operator, &creds, &jwt).await["active"] == false).then_some(())
+        },
+    )
     .await;
     let took = deleted_at.elapsed();
     println!(
@@ -125,8 +92,9 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
     operator.stop_with(libc::SIGTERM);
     let restarted = Operator::start(&[]);
     let http = restarted.http().await;
-    assert!(
-        !active(http, restarted.url.clone(), creds, jwt).await,
+    assert_eq!(
+        introspect(&http, &restarted, &creds, &jwt).await["active"],
+        false,
         "still inactive after a restart"
     );
 }

@@ -320,7 +320,7 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         previous_client_secret_expires_at: live_previous.as_ref().map(|(_, t)| Time(*t)),
     };
     write_status(&app, &ctx, &current, desired).await?;
-    let next_chain_expiry = prune_expired_chains(&ctx.client, &namespace, &uid, now).await?;
+    let next_chain_expiry = prune_expired_chains(&ctx, &namespace, &uid, now).await?;
 
     let next = [
         rotation.and_then(|(interval, _)| record.rotated_at.checked_add(interval).ok()),

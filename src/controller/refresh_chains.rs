@@ -3,10 +3,10 @@
 //! chains nobody can use any more, which the AppRegistration reconciler does.
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{Api, Client, api::ListParams, core::PartialObjectMeta};
+use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::Result;
+use super::{Context, Result};
 
 /// Label on chain Secrets: the client id (AppRegistration uid) they belong to.
 pub const CHAIN_CLIENT_LABEL: &str = "tokensmith.dev/refresh-chain-of";
@@ -20,18 +20,19 @@ pub fn chain_secret_name(chain_id: &str) -> String {
 }
 
 /// Deletes the expired chains of client `client_id` in `namespace`; returns
-/// when the next live one expires. Reads metadata only.
+/// when the next live one expires. Chain Secrets carry the managed-by label,
+/// so their metadata is already in the shared store: no API read.
 pub async fn prune_expired_chains(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     client_id: &str,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
-    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let chains = api
-        .list_metadata(&ListParams::default().labels(&format!("{CHAIN_CLIENT_LABEL}={client_id}")))
-        .await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let chains = ctx.managed_secrets.state().into_iter().filter(|s| {
+        s.namespace().as_deref() == Some(namespace)
+            && s.labels().get(CHAIN_CLIENT_LABEL).map(String::as_str) == Some(client_id)
+    });
     let mut next = None;
     for chain in chains {
         let expires_at = chain
@@ -43,7 +44,7 @@ pub async fn prune_expired_chains(
         match expires_at {
             Some(at) if at > now => next = next.min(Some(at)).or(Some(at)),
             _ => {
-                let name = chain.metadata.name.unwrap_or_default();
+                let name = chain.name_any();
                 match secrets.delete(&name, &Default::default()).await {
                     Ok(_) => info!(chain = %name, "expired refresh chain deleted"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}

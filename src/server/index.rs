@@ -269,23 +269,28 @@ impl Index {
         Ok(())
     }
 
-    fn views(&self) -> Vec<IssuerView> {
-        fn view<I: Issuer>(issuer: &I, operator_namespace: &str) -> IssuerView {
-            IssuerView {
-                settings: issuer.settings().clone(),
-                key_secret: key_secret_location(issuer, operator_namespace),
-            }
+    /// Every issuer whose issuer URL `wanted` accepts; only those are copied.
+    fn issuers_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<IssuerView> {
+        fn matching<I: Issuer>(
+            issuers: Vec<Arc<I>>,
+            wanted: &impl Fn(&str) -> bool,
+            operator_namespace: &str,
+        ) -> impl Iterator<Item = IssuerView> {
+            issuers
+                .into_iter()
+                .filter(|i| wanted(&i.settings().issuer_url))
+                .map(|i| IssuerView {
+                    settings: i.settings().clone(),
+                    key_secret: key_secret_location(i.as_ref(), operator_namespace),
+                })
         }
-        let cluster = self.issuers.cluster_issuers.state();
-        let namespaced = self.issuers.token_issuers.state();
-        cluster
-            .iter()
-            .map(|i| view(i.as_ref(), &self.operator_namespace))
-            .chain(
-                namespaced
-                    .iter()
-                    .map(|i| view(i.as_ref(), &self.operator_namespace)),
-            )
+        let namespace = &self.operator_namespace;
+        matching(self.issuers.cluster_issuers.state(), &wanted, namespace)
+            .chain(matching(
+                self.issuers.token_issuers.state(),
+                &wanted,
+                namespace,
+            ))
             .collect()
     }
 
@@ -293,11 +298,8 @@ impl Index {
     pub fn issuer_by_path(&self, host: Option<&str>, path: &str) -> Option<IssuerView> {
         let normalized = |p: &str| p.trim_end_matches('/').to_string();
         let wanted = normalized(path);
-        let mut matches: Vec<IssuerView> = self
-            .views()
-            .into_iter()
-            .filter(|v| url_path(&v.settings.issuer_url).is_some_and(|p| normalized(p) == wanted))
-            .collect();
+        let mut matches =
+            self.issuers_where(|url| url_path(url).is_some_and(|p| normalized(p) == wanted));
         if matches.len() > 1
             && let Some(host) = host
         {
@@ -308,30 +310,7 @@ impl Index {
 
     /// The issuer whose `issuerURL` is exactly `iss`.
     pub fn issuer_by_url(&self, iss: &str) -> Option<IssuerView> {
-        fn matching<I: Issuer>(
-            issuers: Vec<Arc<I>>,
-            iss: &str,
-            operator_namespace: &str,
-        ) -> Vec<IssuerView> {
-            issuers
-                .iter()
-                .filter(|i| i.settings().issuer_url == iss)
-                .map(|i| IssuerView {
-                    settings: i.settings().clone(),
-                    key_secret: key_secret_location(i.as_ref(), operator_namespace),
-                })
-                .collect()
-        }
-        let mut matches = matching(
-            self.issuers.cluster_issuers.state(),
-            iss,
-            &self.operator_namespace,
-        );
-        matches.extend(matching(
-            self.issuers.token_issuers.state(),
-            iss,
-            &self.operator_namespace,
-        ));
+        let mut matches = self.issuers_where(|url| url == iss);
         (matches.len() == 1).then(|| matches.remove(0))
     }
 

@@ -11,7 +11,10 @@ use base64::Engine;
 use serde_json::json;
 
 use super::index::Index;
-use crate::{api::AppRegistration, token::fingerprint};
+use crate::{
+    api::AppRegistration,
+    token::{fingerprint, same_fingerprint},
+};
 
 /// An RFC 6749 error response. The description is for people and never
 /// carries a token or secret.
@@ -117,11 +120,11 @@ pub fn authenticate_client(
     let current = status
         .client_secret_hash
         .as_deref()
-        .is_some_and(|h| same(h, &presented));
+        .is_some_and(|h| same_fingerprint(h, &presented));
     let previous = status
         .previous_client_secret_hash
         .as_deref()
-        .is_some_and(|h| same(h, &presented))
+        .is_some_and(|h| same_fingerprint(h, &presented))
         && status
             .previous_client_secret_expires_at
             .as_ref()
@@ -131,11 +134,6 @@ pub fn authenticate_client(
     } else {
         Err(rejected())
     }
-}
-
-/// Constant-time equality of two fingerprints.
-fn same(a: &str, b: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
 /// `Basic base64(urlencode(id):urlencode(secret))`.

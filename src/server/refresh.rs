@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::core::v1::{Secret, ServiceAccount},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     jiff::Timestamp,
 };
 use kube::{Api, Client, Resource, ResourceExt, api::PostParams};
@@ -67,13 +67,6 @@ impl Chains {
     }
 
     fn secret(app: &AppRegistration, chain_id: &str, chain: &RefreshChain) -> Secret {
-        let owner = OwnerReference {
-            api_version: AppRegistration::api_version(&()).into_owned(),
-            kind: AppRegistration::kind(&()).into_owned(),
-            name: app.name_any(),
-            uid: app.uid().unwrap_or_default(),
-            ..Default::default()
-        };
         let expires_at = Timestamp::from_second(chain.expires_at()).unwrap_or(Timestamp::MAX);
         Secret {
             metadata: ObjectMeta {
@@ -86,7 +79,9 @@ impl Chains {
                     CHAIN_EXPIRES_ANNOTATION.to_string(),
                     expires_at.to_string(),
                 )])),
-                owner_references: Some(vec![owner]),
+                // Not the controller: the app's Secret is; deleting the app still
+                // lets the garbage collector remove its chains.
+                owner_references: app.owner_ref(&()).map(|owner| vec![owner]),
                 ..Default::default()
             },
             type_: Some(CHAIN_SECRET_TYPE.into()),

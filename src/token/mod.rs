@@ -29,6 +29,12 @@ pub fn fingerprint(secret: &str) -> String {
     hex
 }
 
+/// Whether two fingerprints (or other secrets' digests) are equal, compared
+/// in constant time.
+pub fn same_fingerprint(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
 /// Fills `N` bytes from the operating system's secure random source.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];

@@ -9,7 +9,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{fingerprint, new_opaque_token, random_bytes};
+use super::{fingerprint, new_opaque_token, random_bytes, same_fingerprint};
 
 /// What every refresh token starts with.
 pub const REFRESH_TOKEN_PREFIX: &str = "tkrt_";
@@ -124,7 +124,7 @@ impl RefreshChain {
     /// Judges a presented token. Hashes are compared in constant time.
     pub fn judge(&self, token: &str, now: i64) -> Presented {
         let hash = fingerprint(token);
-        let same = |known: &HashedToken| constant_time_eq(known.hash.as_bytes(), hash.as_bytes());
+        let same = |known: &HashedToken| same_fingerprint(&known.hash, &hash);
         if same(&self.current) {
             if self.current.expires_at > now {
                 Presented::Current
@@ -172,10 +172,6 @@ impl RefreshChain {
     pub fn expires_at(&self) -> i64 {
         self.current.expires_at
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 #[cfg(test)]
