@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use kube::Api;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, api::ListParams};
 use serde_json::json;
 use support::{
     TestNamespace, control_plane, eventually,
@@ -14,6 +15,29 @@ use support::{
     resources::{apply, wait_reason},
 };
 use tokensmith::api::AccessToken;
+
+/// Waits until no other test's namespace is still being deleted: its
+/// AccessTokens would be revoked, and counted, during the scenario.
+async fn others_gone(client: &kube::Client, own: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let tests = ListParams::default().labels("tokensmith.dev/test=true");
+    eventually(
+        Duration::from_secs(120),
+        "other tests' namespaces to be deleted",
+        || async {
+            let listed = namespaces.list_metadata(&tests).await.ok()?;
+            listed
+                .items
+                .iter()
+                .all(|n| {
+                    n.metadata.name.as_deref() == Some(own)
+                        || n.metadata.deletion_timestamp.is_none()
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
 
 /// The metrics once no counter has moved for three seconds.
 async fn settled(operator: &Operator) -> String {
@@ -56,7 +80,9 @@ async fn metrics_count_the_scenario() {
         "ready once the token service serves"
     );
     // The cluster is shared with other test binaries, whose leftovers this
-    // operator may still be cleaning up: count from a settled baseline.
+    // operator may still be cleaning up: wait until their namespaces are
+    // gone, then count from a settled baseline.
+    others_gone(&client, &ns.name).await;
     let baseline = settled(&operator).await;
 
     served_issuer(&client, &operator, &ns.name, "signer").await;
