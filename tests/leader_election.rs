@@ -46,8 +46,8 @@ async fn minted(tokens: &Api<AccessToken>) -> Vec<(String, String, i64)> {
 async fn the_follower_takes_over_within_20s_of_a_sigkill_without_minting_twice() {
     let client = control_plane().client().await;
     let ns = TestNamespace::create(&client, "leader").await;
-    let mut first = Operator::start(&[]);
-    let mut second = Operator::start(&[]);
+    let mut first = Operator::start(&["--leader-elect=true"]);
+    let mut second = Operator::start(&["--leader-elect=true"]);
     let (leader_ready, follower_ready) =
         eventually(Duration::from_secs(60), "one operator to lead", || async {
             match (leads(&first).await, leads(&second).await) {

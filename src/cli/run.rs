@@ -44,7 +44,7 @@ pub struct RunArgs {
     metrics_address: std::net::SocketAddr,
     /// Compete for a Lease so that only one replica reconciles; the token
     /// service runs on every replica either way.
-    #[arg(long, env = "TOKENSMITH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "TOKENSMITH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, overrides_with = "leader_elect")]
     leader_elect: bool,
     /// The Lease (in --namespace) replicas compete for.
     #[arg(long, default_value = leader::LEASE_NAME, overrides_with = "lease_name")]
