@@ -232,7 +232,7 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         rotation
             .is_some_and(|(interval, _)| r.rotated_at.checked_add(interval).is_ok_and(|t| t <= now))
     };
-    let (record, rotated) = match recorded {
+    let record = match recorded {
         Some(r) if !rotation_due(&r) => {
             if r.settings_hash.as_deref() != Some(settings_hash.as_str()) {
                 let updated = RecordedSecret {
@@ -240,9 +240,9 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
                     ..r.clone()
                 };
                 write_secret(&ctx, &app, &secret_name, &updated, None, &issuer, &state).await?;
-                (updated, false)
+                updated
             } else {
-                (r, false)
+                r
             }
         }
         previous => {
@@ -288,25 +288,21 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
             info!(client_id = %uid, event, "client secret issued");
             ctx.publish(app.as_ref(), EventType::Normal, event, note)
                 .await;
-            (record, previous.is_some())
+            record
         }
     };
 
     let live_previous = record.previous.clone().filter(|(_, until)| *until > now);
-    let readiness = match (
-        rotated,
-        ready_condition(app.status.as_ref().map_or(&[][..], |s| &s.conditions)),
-    ) {
-        (true, _) => Readiness::ready(reason::SECRET_ROTATED, "the client secret was rotated"),
-        (false, Some(c)) if c.status == "True" => Readiness::ready(
-            if c.reason == reason::SECRET_ROTATED {
-                reason::SECRET_ROTATED
-            } else {
-                reason::REGISTERED
-            },
-            c.message.clone(),
-        ),
-        _ => Readiness::ready(reason::REGISTERED, format!("client {uid} registered")),
+    // Derived from the Secret's record, not from the previous condition: a
+    // reconcile that runs on a not-yet-updated cache must not undo the reason
+    // the rotating reconcile wrote.
+    let readiness = if record.previous.is_some() {
+        Readiness::ready(
+            reason::SECRET_ROTATED,
+            format!("the client secret was rotated at {}", record.rotated_at),
+        )
+    } else {
+        Readiness::ready(reason::REGISTERED, format!("client {uid} registered"))
     };
     let current = app.status.clone().unwrap_or_default();
     let generation = app.meta().generation;
