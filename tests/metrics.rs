@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, api::ListParams};
 use serde_json::json;
 use support::{
@@ -16,23 +15,19 @@ use support::{
 };
 use tokensmith::api::AccessToken;
 
-/// Waits until no other test's namespace is still being deleted: its
-/// AccessTokens would be revoked, and counted, during the scenario.
+/// Waits until no other test's AccessTokens are left: this operator would
+/// revoke (and count) them during the scenario.
 async fn others_gone(client: &kube::Client, own: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let tests = ListParams::default().labels("tokensmith.dev/test=true");
+    let tokens: Api<AccessToken> = Api::all(client.clone());
     eventually(
-        Duration::from_secs(120),
-        "other tests' namespaces to be deleted",
+        Duration::from_secs(300),
+        "other tests' AccessTokens to be deleted",
         || async {
-            let listed = namespaces.list_metadata(&tests).await.ok()?;
+            let listed = tokens.list_metadata(&ListParams::default()).await.ok()?;
             listed
                 .items
                 .iter()
-                .all(|n| {
-                    n.metadata.name.as_deref() == Some(own)
-                        || n.metadata.deletion_timestamp.is_none()
-                })
+                .all(|t| t.metadata.namespace.as_deref() == Some(own))
                 .then_some(())
         },
     )
@@ -80,7 +75,7 @@ async fn metrics_count_the_scenario() {
         "ready once the token service serves"
     );
     // The cluster is shared with other test binaries, whose leftovers this
-    // operator may still be cleaning up: wait until their namespaces are
+    // operator may still be cleaning up: wait until their AccessTokens are
     // gone, then count from a settled baseline.
     others_gone(&client, &ns.name).await;
     let baseline = settled(&operator).await;
