@@ -98,22 +98,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_name: args.lease_name,
         identity,
     };
+    // Each part in a task of its own: the reconcilers must never depend on
+    // the token service's futures being polled, nor the other way round.
+    let controllers = tokio::spawn(leader::run_controllers_when_leading(
+        client.clone(),
+        config,
+        metrics.clone(),
+        election,
+        shutdown.clone(),
+    ));
+    let token_service = tokio::spawn(server::run(
+        client,
+        server,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let probes = tokio::spawn(telemetry::endpoint::serve(
+        args.metrics_address,
+        metrics,
+        readiness,
+        shutdown,
+    ));
+    let joined = |result: Result<anyhow::Result<()>, tokio::task::JoinError>| {
+        result.map_err(anyhow::Error::from).and_then(|r| r)
+    };
     tokio::try_join!(
-        leader::run_controllers_when_leading(
-            client.clone(),
-            config,
-            metrics.clone(),
-            election,
-            shutdown.clone()
-        ),
-        server::run(
-            client,
-            server,
-            metrics.clone(),
-            readiness.clone(),
-            shutdown.clone()
-        ),
-        telemetry::endpoint::serve(args.metrics_address, metrics, readiness, shutdown),
+        async { joined(controllers.await) },
+        async { joined(token_service.await) },
+        async { joined(probes.await) },
     )?;
     Ok(())
 }
