@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod leader;
+pub mod ready_gate;
 pub mod server;
 pub mod telemetry;
 pub mod token;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use kube::Api;
+use kube::{Api, api::ListParams};
 use serde_json::json;
 use support::{
     TestNamespace, control_plane, eventually,
@@ -14,6 +14,25 @@ use support::{
     resources::{apply, wait_reason},
 };
 use tokensmith::api::AccessToken;
+
+/// Waits until no other test's AccessTokens are left: this operator would
+/// revoke (and count) them during the scenario.
+async fn others_gone(client: &kube::Client, own: &str) {
+    let tokens: Api<AccessToken> = Api::all(client.clone());
+    eventually(
+        Duration::from_secs(300),
+        "other tests' AccessTokens to be deleted",
+        || async {
+            let listed = tokens.list_metadata(&ListParams::default()).await.ok()?;
+            listed
+                .items
+                .iter()
+                .all(|t| t.metadata.namespace.as_deref() == Some(own))
+                .then_some(())
+        },
+    )
+    .await;
+}
 
 /// The metrics once no counter has moved for three seconds.
 async fn settled(operator: &Operator) -> String {
@@ -56,7 +75,9 @@ async fn metrics_count_the_scenario() {
         "ready once the token service serves"
     );
     // The cluster is shared with other test binaries, whose leftovers this
-    // operator may still be cleaning up: count from a settled baseline.
+    // operator may still be cleaning up: wait until their AccessTokens are
+    // gone, then count from a settled baseline.
+    others_gone(&client, &ns.name).await;
     let baseline = settled(&operator).await;
 
     served_issuer(&client, &operator, &ns.name, "signer").await;

@@ -175,9 +175,9 @@ fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Ac
 
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_ready()
-        .await
-        .map_err(|_| Error::WatchesStopped)?;
+    if !ctx.wait_until_ready().await {
+        return Err(Error::WatchesStopped);
+    }
     let now = whole_seconds(Timestamp::now());
     let namespace = app.namespace().ok_or(Error::MissingObjectKey(
         "AppRegistration",

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use super::{MANAGED_BY, issuer_ref::IssuerStores, revocation::RevocationStore};
 use crate::{
     api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
+    ready_gate::{ReadyGate, filled},
     telemetry::Metrics,
     token::SigningKey,
 };
@@ -48,6 +49,8 @@ pub struct Context {
     /// mint does not read and parse the Secret each time.
     pub signing_keys: Mutex<HashMap<String, SigningKey>>,
     pub metrics: Arc<Metrics>,
+    /// Opens once every store above has listed; every reconcile waits on it.
+    ready: ReadyGate,
 }
 
 /// Watch events, each passed on after the matching store in [`Context`] applied it.
@@ -132,6 +135,13 @@ impl Context {
             controller: "tokensmith".into(),
             instance: config.instance.clone(),
         };
+        let ready = ReadyGate::new(vec![
+            filled(&managed_secrets),
+            filled(&namespaces),
+            filled(&token_issuers),
+            filled(&cluster_issuers),
+            filled(&apps),
+        ]);
         let ctx = Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             revocations: RevocationStore::new(client.clone(), &config.namespace),
@@ -146,19 +156,16 @@ impl Context {
             },
             signing_keys: Mutex::new(HashMap::new()),
             metrics,
+            ready,
         });
         (ctx, triggers, watches)
     }
 
     /// Waits until every shared store has been filled by its first list;
     /// reconciles start with it, so no decision is made on a partial view.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.managed_secrets.wait_until_ready().await?;
-        self.issuers.namespaces.wait_until_ready().await?;
-        self.issuers.token_issuers.wait_until_ready().await?;
-        self.issuers.cluster_issuers.wait_until_ready().await?;
-        self.apps.wait_until_ready().await?;
-        Ok(())
+    /// `false` means the watches stopped.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.ready.wait().await
     }
 
     /// Publishes an event about `object`; a failure to publish is logged,

@@ -29,6 +29,7 @@ use crate::{
         issuer_ref::IssuerStores,
         revocation::{REVOCATIONS_LABEL, shard_name},
     },
+    ready_gate::{ReadyGate, filled},
     token::{KEYRING_SECRET_KEY, Keyring},
 };
 
@@ -257,16 +258,20 @@ impl Index {
         index
     }
 
-    /// Whether every watch has listed once.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.issuers.token_issuers.wait_until_ready().await?;
-        self.issuers.cluster_issuers.wait_until_ready().await?;
-        self.issuers.namespaces.wait_until_ready().await?;
-        self.key_secrets.wait_until_ready().await?;
-        self.access_tokens.wait_until_ready().await?;
-        self.apps.wait_until_ready().await?;
-        self.revocations.wait_until_ready().await?;
-        Ok(())
+    /// Waits until every watch has listed once; `false` means the watches
+    /// stopped first.
+    pub async fn wait_until_ready(&self) -> bool {
+        ReadyGate::new(vec![
+            filled(&self.issuers.token_issuers),
+            filled(&self.issuers.cluster_issuers),
+            filled(&self.issuers.namespaces),
+            filled(&self.key_secrets),
+            filled(&self.access_tokens),
+            filled(&self.apps),
+            filled(&self.revocations),
+        ])
+        .wait()
+        .await
     }
 
     /// Every issuer whose issuer URL `wanted` accepts; only those are copied.

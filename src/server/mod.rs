@@ -84,10 +84,9 @@ pub async fn run(
         None => tls::generated(&client, &config.namespace, config.dns_names.clone()).await?,
     };
     let rustls = RustlsConfig::from_pem(cert.cert_pem, cert.key_pem).await?;
-    index
-        .wait_until_ready()
-        .await
-        .map_err(|_| anyhow::anyhow!("the token service's watches stopped"))?;
+    if !index.wait_until_ready().await {
+        anyhow::bail!("the token service's watches stopped");
+    }
     let soonest = index.clone();
     metrics.soonest_expiry_from(move || {
         let now = k8s_openapi::jiff::Timestamp::now();

@@ -50,13 +50,7 @@ impl Operator {
         } else {
             cp.kubeconfig.clone()
         };
-        // Leader election off unless a test asks for it: with it on, an
-        // operator restarted among 200 tokens has been seen to stall (an open
-        // bug, see tests/leader_election.rs); tests of other behaviour should
-        // not depend on it.
-        let mut args = vec!["--leader-elect=false"];
-        args.extend_from_slice(extra);
-        Self::start_as(&kubeconfig, OPERATOR_NAMESPACE, &args)
+        Self::start_as(&kubeconfig, OPERATOR_NAMESPACE, extra)
     }
 
     /// Starts `tokensmith run` with the credentials of `kubeconfig`, its

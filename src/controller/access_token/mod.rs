@@ -161,9 +161,9 @@ fn error_policy(token: Arc<AccessToken>, error: &Error, _: Arc<Context>) -> Acti
 
 #[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_ready()
-        .await
-        .map_err(|_| Error::WatchesStopped)?;
+    if !ctx.wait_until_ready().await {
+        return Err(Error::WatchesStopped);
+    }
     let namespace = token
         .namespace()
         .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
