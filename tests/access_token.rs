@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ObjectMeta, PostParams},
@@ -927,5 +927,62 @@ async fn app_tokens_carry_the_client_id() {
         Some(claims.sub),
         status.token_id,
         "a userless token is its own subject"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_namespace_revokes_its_tokens_without_retrying_writes() {
+    let operator = shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "nsgone").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let spec =
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "lifetime": "1h" });
+    let names = ["first", "second", "third"];
+    for name in names {
+        apply(&tokens, name, json!({ "spec": spec })).await;
+    }
+    let mut token_ids = Vec::new();
+    for name in names {
+        let issued = wait_reason(&tokens, name, "Issued").await;
+        token_ids.push(issued.status.unwrap().token_id.unwrap());
+    }
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the namespace to be gone",
+        || async {
+            namespaces
+                .get_opt(&ns.name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    for token_id in &token_ids {
+        assert!(
+            is_recorded_as_revoked(&client, token_id).await,
+            "token {token_id} was not revoked with its namespace"
+        );
+    }
+    // While the namespace terminates nothing can be created in it: the
+    // operator must wait for the deletions rather than retry re-minting.
+    let log = operator.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains(ns.name.as_str()))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "warnings about the deleted namespace:\n{}",
+        warnings.join("\n")
     );
 }

@@ -23,7 +23,7 @@ use kube::{
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::{
     Context, Error, MANAGED_BY, MANAGER, Result,
@@ -161,16 +161,11 @@ pub fn controller(
         error_policy,
         ctx,
     )
-    .map(|result| {
-        if let Err(error) = result {
-            warn!(%error, "AppRegistration reconcile failed");
-        }
-    })
+    .map(super::log_outcome)
 }
 
 fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(namespace = app.namespace(), name = %app.name_any(), %error, "will retry");
-    Action::requeue(Duration::from_secs(10))
+    super::retry_policy(app.as_ref(), error, Duration::from_secs(10))
 }
 
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
@@ -183,6 +178,11 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         "AppRegistration",
         "metadata.namespace",
     ))?;
+    if ctx.issuers.namespace_terminating(&namespace) {
+        // Its Secret could not be written, and the app itself goes next.
+        debug!("namespace is being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
     let uid = app
         .uid()
         .ok_or(Error::MissingObjectKey("AppRegistration", "metadata.uid"))?;

@@ -184,8 +184,14 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%error, reason, "could not publish an event");
+        match self.recorder.publish(&event, &object.object_ref(&())).await {
+            Ok(()) => {}
+            // Events cannot be created in a namespace being deleted, and
+            // nobody would read them there.
+            Err(error) if super::is_namespace_terminating(&error) => {
+                tracing::debug!(reason, "namespace is being deleted; event not published");
+            }
+            Err(error) => tracing::warn!(%error, reason, "could not publish an event"),
         }
     }
 }

@@ -35,7 +35,36 @@ pub enum Error {
 /// The Result of this crate's controllers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether the API server refused a write because the namespace is being
+/// deleted.
+pub fn is_namespace_terminating(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+    if status.details.as_ref().is_some_and(|details| {
+        details.causes.iter().any(|cause| cause.reason == "NamespaceTerminating")
+    }))
+}
+
 impl Error {
+    /// Whether this failure is a write refused because the namespace is
+    /// being deleted: routine, and nothing to retry, since the object goes
+    /// with its namespace.
+    pub fn is_namespace_terminating(&self) -> bool {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Error::Kube(error) => is_namespace_terminating(error),
+            Error::Finalizer(error) => match error.as_ref() {
+                Finalizer::ApplyFailed(error) | Finalizer::CleanupFailed(error) => {
+                    error.is_namespace_terminating()
+                }
+                Finalizer::AddFinalizer(error) | Finalizer::RemoveFinalizer(error) => {
+                    is_namespace_terminating(error)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -47,5 +76,54 @@ impl Error {
             Error::RevocationStoreFull { .. } => "revocation_store_full",
             Error::WatchesStopped => "watches_stopped",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::{core::Status, runtime::finalizer};
+
+    use super::*;
+
+    /// An API error as the API server sends it.
+    fn api_error(body: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value::<Status>(body).unwrap()))
+    }
+
+    fn terminating() -> kube::Error {
+        api_error(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+            "reason": "Forbidden",
+            "message": "secrets \"t\" is forbidden: unable to create new content in namespace ns because it is being terminated",
+            "details": { "name": "t", "kind": "secrets", "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": "namespace ns is being terminated",
+                "field": "metadata.namespace",
+            }]},
+        }))
+    }
+
+    #[test]
+    fn recognises_a_write_refused_by_a_terminating_namespace_however_wrapped() {
+        assert!(Error::Kube(terminating()).is_namespace_terminating());
+        let in_apply = finalizer::Error::ApplyFailed(Error::Kube(terminating()));
+        assert!(Error::Finalizer(Box::new(in_apply)).is_namespace_terminating());
+        let adding = finalizer::Error::<Error>::AddFinalizer(terminating());
+        assert!(Error::Finalizer(Box::new(adding)).is_namespace_terminating());
+    }
+
+    #[test]
+    fn other_refusals_are_not_mistaken_for_it() {
+        let forbidden = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "secrets is forbidden: User cannot create resource",
+            "details": { "kind": "secrets" },
+        }));
+        assert!(!Error::Kube(forbidden).is_namespace_terminating());
+        let not_found = api_error(serde_json::json!({
+            "status": "Failure", "code": 404, "reason": "NotFound", "message": "not found",
+        }));
+        assert!(!Error::Kube(not_found).is_namespace_terminating());
+        assert!(!Error::WatchesStopped.is_namespace_terminating());
     }
 }

@@ -14,7 +14,7 @@ use kube::{
     runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::{
     Context, Error, MANAGED_BY, MANAGER, Result,
@@ -66,16 +66,11 @@ pub fn controller<I: Issuer>(
         error_policy::<I>,
         ctx,
     )
-    .map(|result| {
-        if let Err(error) = result {
-            warn!(%error, "issuer reconcile failed");
-        }
-    })
+    .map(super::log_outcome)
 }
 
 fn error_policy<I: Issuer>(issuer: Arc<I>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(kind = I::KIND.as_str(), name = %issuer.name_any(), %error, "will retry");
-    Action::requeue(Duration::from_secs(15))
+    super::retry_policy(issuer.as_ref(), error, Duration::from_secs(15))
 }
 
 #[instrument(skip_all, fields(kind = I::KIND.as_str(), namespace = issuer.namespace(), name = %issuer.name_any()))]
@@ -86,6 +81,12 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
         .ok_or(Error::MissingObjectKey("issuer", "metadata.uid"))?;
     let (secret_namespace, secret_name) =
         key_secret_location(issuer.as_ref(), &ctx.config.namespace);
+    if ctx.issuers.namespace_terminating(&secret_namespace) {
+        // Keys could not be written there; the issuer (or the operator's
+        // namespace) is on its way out.
+        debug!(namespace = %secret_namespace, "key namespace is being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret_namespace);
     let existing = secrets.get_opt(&secret_name).await?;
 

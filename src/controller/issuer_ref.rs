@@ -40,6 +40,14 @@ pub struct IssuerStores {
 }
 
 impl IssuerStores {
+    /// Whether `namespace` is being deleted: nothing can be created in it
+    /// any more, and what it holds is about to go.
+    pub fn namespace_terminating(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some())
+    }
+
     /// The issuer `issuer_ref` names for a resource in `namespace`, or the
     /// condition to report and when to look again.
     pub fn resolve(

@@ -12,7 +12,7 @@ pub mod refresh_chains;
 pub mod revocation;
 
 pub use context::{Config, Context};
-pub use error::{Error, Result};
+pub use error::{Error, Result, is_namespace_terminating};
 
 use std::{
     future::Future,
@@ -20,8 +20,15 @@ use std::{
 };
 
 use futures::StreamExt;
-use kube::{Client, runtime::controller::Action};
-use tracing::{info, warn};
+use kube::{
+    Client, Resource,
+    runtime::{
+        controller::{self, Action},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
 
 /// The field manager of every write the operator makes.
 pub const MANAGER: &str = "tokensmith";
@@ -47,6 +54,42 @@ async fn measured(
     ctx.metrics
         .reconciled(kind, result.is_ok(), started.elapsed());
     result
+}
+
+/// What to do after a failed reconcile of `object`: retry after `backoff`,
+/// unless the write was refused because the namespace is being deleted, in
+/// which case the object's own deletion is the next thing to handle.
+fn retry_policy<K: Resource<DynamicType = ()>>(
+    object: &K,
+    error: &Error,
+    backoff: Duration,
+) -> Action {
+    let kind = K::kind(&());
+    let (namespace, name) = (
+        object.meta().namespace.as_deref(),
+        object.meta().name.as_deref(),
+    );
+    if error.is_namespace_terminating() {
+        debug!(%kind, namespace, name, %error, "namespace is being deleted; waiting for the deletion");
+        return Action::await_change();
+    }
+    warn!(%kind, namespace, name, %error, "will retry");
+    Action::requeue(backoff)
+}
+
+/// Logs what a controller's stream reports. Failed reconciles are logged by
+/// [`retry_policy`] with their object; an object deleted before its turn
+/// came is routine.
+fn log_outcome<K: Resource<DynamicType = ()>>(
+    outcome: Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>,
+) {
+    match outcome {
+        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(controller::Error::ObjectNotFound(object)) => {
+            debug!(%object, "deleted before its reconcile ran");
+        }
+        Err(error) => warn!(kind = %K::kind(&()), %error, "controller failed"),
+    }
 }
 
 /// Runs every controller until `shutdown` completes.

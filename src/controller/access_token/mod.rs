@@ -128,11 +128,7 @@ pub fn controller(
             error_policy,
             ctx,
         )
-        .map(|result| {
-            if let Err(error) = result {
-                warn!(%error, "AccessToken reconcile failed");
-            }
-        })
+        .map(super::log_outcome)
 }
 
 fn tokens_using(
@@ -155,8 +151,7 @@ fn tokens_using(
 }
 
 fn error_policy(token: Arc<AccessToken>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(namespace = token.namespace(), name = %token.name_any(), %error, "will retry");
-    Action::requeue(Duration::from_secs(10))
+    super::retry_policy(token.as_ref(), error, Duration::from_secs(10))
 }
 
 #[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
@@ -236,6 +231,12 @@ impl<'a> Reconciler<'a> {
     }
 
     async fn apply(&self) -> Result<Action> {
+        if self.ctx.issuers.namespace_terminating(&self.namespace) {
+            // Minting would be refused, and the AccessToken's own deletion
+            // (which revokes) follows.
+            debug!("namespace is being deleted; waiting for the AccessToken's deletion");
+            return Ok(Action::await_change());
+        }
         let secret_name = plan::secret_name(self.token);
         let secret =
             SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
