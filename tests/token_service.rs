@@ -10,7 +10,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use support::{
     eventually,
-    oauth::{Served, app, introspect},
+    oauth::Served,
     python,
     resources::{apply, secret_text, wait_for, wait_reason},
 };
@@ -87,20 +87,11 @@ async fn pyjwt_verifies_an_access_token_through_the_jwks_url() {
 #[tokio::test]
 async fn authlib_runs_client_credentials_and_introspection_describes_the_token() {
     let served = Served::new("client-credentials").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
+    let operator = served.operator;
     let issuer_url = served.issuer_url.clone();
-    let creds = app(
-        &client,
-        &ns.name,
-        "billing",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read", "write"] }),
-    )
-    .await;
+    let creds = served
+        .app("billing", json!({ "scopes": ["read", "write"] }))
+        .await;
     let ca = operator.ca_file();
     let token_url = format!("{}/oauth/token", operator.url);
     for method in ["client_secret_basic", "client_secret_post"] {
@@ -124,7 +115,7 @@ async fn authlib_runs_client_credentials_and_introspection_describes_the_token()
         assert_eq!(response["scope"], "read");
         let access_token = response["access_token"].as_str().unwrap();
 
-        let info = introspect(&http, operator, &creds, access_token).await;
+        let info = served.introspect(&creds, access_token).await;
         assert_eq!(info["active"], true, "{info}");
         assert_eq!(info["scope"], "read");
         assert_eq!(info["client_id"], creds.0);
@@ -137,19 +128,8 @@ async fn authlib_runs_client_credentials_and_introspection_describes_the_token()
 #[tokio::test]
 async fn bad_requests_get_rfc6749_errors_never_a_500() {
     let served = Served::new("oauth-errors").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "narrow",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] }),
-    )
-    .await;
+    let (operator, http) = (served.operator, served.http.clone());
+    let creds = served.app("narrow", json!({ "scopes": ["read"] })).await;
     let url = format!("{}/oauth/token", operator.url);
     let expect = |status: u16, error: &'static str| {
         move |response: (u16, Value)| {
@@ -261,19 +241,10 @@ async fn bad_requests_get_rfc6749_errors_never_a_500() {
 #[tokio::test]
 async fn token_info_userinfo_and_revocation_by_the_client() {
     let served = Served::new("token-info").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "reporter",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read", "email"] }),
-    )
-    .await;
+    let (operator, http) = (served.operator, served.http.clone());
+    let creds = served
+        .app("reporter", json!({ "scopes": ["read", "email"] }))
+        .await;
     let response: Value = http
         .post(format!("{}/oauth/token", operator.url))
         .form(&[
@@ -332,19 +303,8 @@ async fn token_info_userinfo_and_revocation_by_the_client() {
 #[tokio::test]
 async fn opaque_tokens_are_active_until_revoked() {
     let served = Served::new("opaque-introspect").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "checker",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" } }),
-    )
-    .await;
+    let (client, ns) = (served.client.clone(), &served.ns);
+    let creds = served.app("checker", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let spec = json!({
         "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
@@ -361,7 +321,7 @@ async fn opaque_tokens_are_active_until_revoked() {
             .unwrap(),
         "token",
     );
-    let info = introspect(&http, operator, &creds, &opaque).await;
+    let info = served.introspect(&creds, &opaque).await;
     assert_eq!(info["active"], true, "{info}");
     assert_eq!(info["sub"], "partner-42");
     assert_eq!(info["scope"], "read_reports");
@@ -383,16 +343,14 @@ async fn both_client_secrets_work_during_the_grace_period_only() {
         served.client.clone(),
         &served.ns,
     );
-    let old = app(
-        &client,
-        &ns.name,
-        "rolling",
-        json!({
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "clientSecretRotation": { "interval": "15s", "gracePeriod": "10s" },
-        }),
-    )
-    .await;
+    let old = served
+        .app(
+            "rolling",
+            json!({
+                "clientSecretRotation": { "interval": "15s", "gracePeriod": "10s" },
+            }),
+        )
+        .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let rotated = wait_for(
         &secrets,

@@ -13,10 +13,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
-use support::{
-    control_plane, eventually,
-    oauth::{Served, app, introspect, token_request},
-};
+use support::{control_plane, eventually, oauth::Served};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -53,6 +50,23 @@ async fn service_account_token(client: &kube::Client, namespace: &str, name: &st
         .token
 }
 
+/// Token exchange of the JWT `subject_token` as the client `creds`, with
+/// `extra` form fields; the status and JSON body.
+async fn exchange(
+    served: &Served,
+    creds: &(String, String),
+    subject_token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject_token),
+        ("subject_token_type", JWT),
+    ];
+    form.extend_from_slice(extra);
+    served.token_request(creds, &form).await
+}
+
 fn claims_of(jwt: &str) -> Value {
     jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
         .unwrap()
@@ -62,38 +76,20 @@ fn claims_of(jwt: &str) -> Value {
 #[tokio::test]
 async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
     let served = Served::new("web-app").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "portal",
-        json!({
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "type": "Web",
-            "scopes": ["read", "write"],
-        }),
-    )
-    .await;
+    let (client, ns) = (served.client.clone(), &served.ns);
+    let creds = served
+        .app(
+            "portal",
+            json!({
+                "type": "Web",
+                "scopes": ["read", "write"],
+            }),
+        )
+        .await;
     let subject_token = service_account_token(&client, &ns.name, "worker").await;
     let service_account = format!("system:serviceaccount:{}:worker", ns.name);
 
-    let (status, exchanged) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &subject_token),
-            ("subject_token_type", JWT),
-            ("scope", "read"),
-        ],
-    )
-    .await;
+    let (status, exchanged) = exchange(&served, &creds, &subject_token, &[("scope", "read")]).await;
     assert_eq!(status, 200, "{exchanged}");
     assert_eq!(
         exchanged["issued_token_type"],
@@ -109,36 +105,21 @@ async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
         service_account,
         "the token acts as the service account"
     );
-    let info = introspect(&http, operator, &creds, &first_access).await;
+    let info = served.introspect(&creds, &first_access).await;
     assert_eq!(info["active"], true, "{info}");
     assert_eq!(info["sub"], service_account);
     assert_eq!(info["client_id"], creds.0);
 
     // A Web app does not get client_credentials.
-    let (status, refused) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let (status, refused) = served
+        .token_request(&creds, &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (400, Some("unauthorized_client"))
     );
     // Scopes stay within the app's.
-    let (status, refused) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &subject_token),
-            ("subject_token_type", JWT),
-            ("scope", "admin"),
-        ],
-    )
-    .await;
+    let (status, refused) = exchange(&served, &creds, &subject_token, &[("scope", "admin")]).await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (400, Some("invalid_scope"))
@@ -146,16 +127,15 @@ async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
 
     // Rotation: the new refresh token works, the spent one does not.
     let refresh = |token: String| {
-        let http = http.clone();
         let creds = creds.clone();
+        let served = &served;
         async move {
-            token_request(
-                &http,
-                operator,
-                &creds,
-                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
-            )
-            .await
+            served
+                .token_request(
+                    &creds,
+                    &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                )
+                .await
         }
     };
     let (status, rotated) = refresh(first_refresh.clone()).await;
@@ -169,7 +149,7 @@ async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
     );
     assert_eq!(claims_of(&second_access)["sub"], service_account);
     assert_eq!(
-        introspect(&http, operator, &creds, &second_access).await["active"],
+        served.introspect(&creds, &second_access).await["active"],
         true
     );
 
@@ -207,31 +187,25 @@ async fn a_refresh_token_revoked_by_its_client_stops_working() {
         served.client.clone(),
         &served.ns,
     );
-    let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] });
-    let creds = app(&client, &ns.name, "portal", spec.clone()).await;
-    let other = app(&client, &ns.name, "other", spec).await;
+    let spec = json!({ "type": "Web", "scopes": ["read"] });
+    let creds = served.app("portal", spec.clone()).await;
+    let other = served.app("other", spec).await;
     let subject_token = service_account_token(&client, &ns.name, "worker").await;
-    let exchange = [
-        ("grant_type", EXCHANGE),
-        ("subject_token", subject_token.as_str()),
-        ("subject_token_type", JWT),
-    ];
-    let (status, exchanged) = token_request(&http, operator, &creds, &exchange).await;
+    let (status, exchanged) = exchange(&served, &creds, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let refresh_token = exchanged["refresh_token"].as_str().unwrap();
     let access_token = exchanged["access_token"].as_str().unwrap();
 
     // Another client can neither use nor revoke it.
-    let (status, refused) = token_request(
-        &http,
-        operator,
-        &other,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ],
-    )
-    .await;
+    let (status, refused) = served
+        .token_request(
+            &other,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (400, Some("invalid_grant"))
@@ -256,21 +230,20 @@ async fn a_refresh_token_revoked_by_its_client_stops_working() {
         "RFC 7009 answers 200 either way"
     );
     assert_eq!(
-        introspect(&http, operator, &creds, access_token).await["active"],
+        served.introspect(&creds, access_token).await["active"],
         true
     );
 
     assert_eq!(revoke(creds.clone()).await, 200);
-    let (status, refused) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ],
-    )
-    .await;
+    let (status, refused) = served
+        .token_request(
+            &creds,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (400, Some("invalid_grant"))
@@ -296,37 +269,11 @@ fn resign(real: &str, key: &EncodingKey, exp_offset: i64) -> String {
 #[tokio::test]
 async fn forged_and_expired_subject_tokens_are_refused() {
     let served = Served::new("web-forged").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "portal",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] }),
-    )
-    .await;
+    let (client, ns) = (served.client.clone(), &served.ns);
+    let creds = served
+        .app("portal", json!({ "type": "Web", "scopes": ["read"] }))
+        .await;
     let real = service_account_token(&client, &ns.name, "worker").await;
-    let exchange = |subject: String| {
-        let http = http.clone();
-        let creds = creds.clone();
-        async move {
-            token_request(
-                &http,
-                operator,
-                &creds,
-                &[
-                    ("grant_type", EXCHANGE),
-                    ("subject_token", &subject),
-                    ("subject_token_type", JWT),
-                ],
-            )
-            .await
-        }
-    };
     let refused = |(status, body): (u16, Value)| {
         assert_eq!(
             (status, body["error"].as_str()),
@@ -338,15 +285,23 @@ async fn forged_and_expired_subject_tokens_are_refused() {
     // Same claims, signed by a key the API server does not know.
     let stranger =
         tokensmith::token::SigningKey::generate(tokensmith::api::SigningAlgorithm::RS256).unwrap();
-    refused(exchange(resign(&real, stranger.encoding_key(), 600)).await);
+    refused(
+        exchange(
+            &served,
+            &creds,
+            &resign(&real, stranger.encoding_key(), 600),
+            &[],
+        )
+        .await,
+    );
     // A real token with its signature altered.
     let mut tampered = real.clone();
     let cut = tampered.len() - 6;
     tampered.replace_range(cut.., "AAAAAA");
-    refused(exchange(tampered).await);
+    refused(exchange(&served, &creds, &tampered, &[]).await);
     // Not a JWT at all, and an empty one.
-    refused(exchange("not-a-token".into()).await);
-    refused(exchange(String::new()).await);
+    refused(exchange(&served, &creds, "not-a-token", &[]).await);
+    refused(exchange(&served, &creds, "", &[]).await);
 
     // Expired: signed with the control plane's own service-account key,
     // which only a control plane started by hack/control-plane.sh lets us read.
@@ -360,9 +315,9 @@ async fn forged_and_expired_subject_tokens_are_refused() {
             let key = EncodingKey::from_rsa_pem(&pem).unwrap();
             // The same construction, unexpired, is accepted: so the refusal
             // below is for the expiry and nothing else.
-            let (status, body) = exchange(resign(&real, &key, 600)).await;
+            let (status, body) = exchange(&served, &creds, &resign(&real, &key, 600), &[]).await;
             assert_eq!(status, 200, "{body}");
-            refused(exchange(resign(&real, &key, -60)).await);
+            refused(exchange(&served, &creds, &resign(&real, &key, -60), &[]).await);
         }
         Err(_) => eprintln!(
             "{} is not readable: the expired-token case needs the test control plane",
@@ -374,27 +329,12 @@ async fn forged_and_expired_subject_tokens_are_refused() {
 #[tokio::test]
 async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
     let served = Served::new("web-delete").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] });
-    let doomed = app(&client, &ns.name, "doomed", spec.clone()).await;
-    let checker = app(&client, &ns.name, "checker", spec).await;
+    let (operator, client, ns) = (served.operator, served.client.clone(), &served.ns);
+    let spec = json!({ "type": "Web", "scopes": ["read"] });
+    let doomed = served.app("doomed", spec.clone()).await;
+    let checker = served.app("checker", spec).await;
     let subject_token = service_account_token(&client, &ns.name, "worker").await;
-    let (status, exchanged) = token_request(
-        &http,
-        operator,
-        &doomed,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &subject_token),
-            ("subject_token_type", JWT),
-        ],
-    )
-    .await;
+    let (status, exchanged) = exchange(&served, &doomed, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let access_token = exchanged["access_token"].as_str().unwrap().to_string();
     let refresh_token = exchanged["refresh_token"].as_str().unwrap().to_string();
@@ -408,7 +348,7 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
         "one chain, stored in the app's namespace"
     );
     assert_eq!(
-        introspect(&http, operator, &checker, &access_token).await["active"],
+        served.introspect(&checker, &access_token).await["active"],
         true
     );
 
@@ -453,31 +393,12 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
 #[tokio::test]
 async fn deleting_the_service_account_ends_its_refresh_chain() {
     let served = Served::new("web-sa-gone").await;
-    let (operator, http, client, ns) = (
-        served.operator,
-        served.http.clone(),
-        served.client.clone(),
-        &served.ns,
-    );
-    let creds = app(
-        &client,
-        &ns.name,
-        "portal",
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "type": "Web", "scopes": ["read"] }),
-    )
-    .await;
+    let (client, ns) = (served.client.clone(), &served.ns);
+    let creds = served
+        .app("portal", json!({ "type": "Web", "scopes": ["read"] }))
+        .await;
     let subject_token = service_account_token(&client, &ns.name, "leaver").await;
-    let (status, exchanged) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &subject_token),
-            ("subject_token_type", JWT),
-        ],
-    )
-    .await;
+    let (status, exchanged) = exchange(&served, &creds, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let access_token = exchanged["access_token"].as_str().unwrap().to_string();
     let refresh_token = exchanged["refresh_token"].as_str().unwrap().to_string();
@@ -486,16 +407,15 @@ async fn deleting_the_service_account_ends_its_refresh_chain() {
         .delete("leaver", &Default::default())
         .await
         .unwrap();
-    let (status, refused) = token_request(
-        &http,
-        operator,
-        &creds,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh_token),
-        ],
-    )
-    .await;
+    let (status, refused) = served
+        .token_request(
+            &creds,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh_token),
+            ],
+        )
+        .await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (400, Some("invalid_grant")),

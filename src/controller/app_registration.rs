@@ -170,9 +170,7 @@ fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Ac
 
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.wait_until_ready().await {
-        return Err(Error::WatchesStopped);
-    }
+    ctx.wait_until_ready().await?;
     let now = whole_seconds(Timestamp::now());
     let namespace = app.namespace().ok_or(Error::MissingObjectKey(
         "AppRegistration",

@@ -14,7 +14,10 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{MANAGED_BY, issuer_ref::IssuerStores, revocation::RevocationStore};
+use super::{
+    Error, MANAGED_BY, error::is_namespace_terminating, issuer_ref::IssuerStores,
+    revocation::RevocationStore,
+};
 use crate::{
     api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
     ready_gate::{ReadyGate, filled},
@@ -163,9 +166,12 @@ impl Context {
 
     /// Waits until every shared store has been filled by its first list;
     /// reconciles start with it, so no decision is made on a partial view.
-    /// `false` means the watches stopped.
-    pub async fn wait_until_ready(&self) -> bool {
-        self.ready.wait().await
+    pub async fn wait_until_ready(&self) -> Result<(), Error> {
+        if self.ready.wait().await {
+            Ok(())
+        } else {
+            Err(Error::WatchesStopped)
+        }
     }
 
     /// Publishes an event about `object`; a failure to publish is logged,
@@ -188,7 +194,7 @@ impl Context {
             Ok(()) => {}
             // Events cannot be created in a namespace being deleted, and
             // nobody would read them there.
-            Err(error) if super::is_namespace_terminating(&error) => {
+            Err(error) if is_namespace_terminating(&error) => {
                 tracing::debug!(reason, "namespace is being deleted; event not published");
             }
             Err(error) => tracing::warn!(%error, reason, "could not publish an event"),

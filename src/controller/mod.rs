@@ -12,7 +12,7 @@ pub mod refresh_chains;
 pub mod revocation;
 
 pub use context::{Config, Context};
-pub use error::{Error, Result, is_namespace_terminating};
+pub use error::{Error, Result};
 
 use std::{
     future::Future,

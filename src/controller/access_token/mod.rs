@@ -156,9 +156,7 @@ fn error_policy(token: Arc<AccessToken>, error: &Error, _: Arc<Context>) -> Acti
 
 #[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.wait_until_ready().await {
-        return Err(Error::WatchesStopped);
-    }
+    ctx.wait_until_ready().await?;
     let namespace = token
         .namespace()
         .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
