@@ -108,8 +108,24 @@ kubectl get events --field-selector involvedObject.name=short-lived -o custom-co
   || kubectl get events --field-selector involvedObject.name=short-lived
 
 say "revocation: kubectl delete accesstoken ci-scenarios"
+# Introspection answers only clients of the token's own issuer: a verifier
+# app of the scenarios issuer asks.
+cat <<YAML | kubectl apply -f -
+apiVersion: tokensmith.dev/v1alpha1
+kind: AppRegistration
+metadata:
+  name: scenarios-verifier
+spec:
+  issuerRef: {kind: TokenIssuer, name: scenarios}
+YAML
+kubectl wait --for condition=Ready appregistration/scenarios-verifier --timeout=60s >/dev/null
+client_id=$(kubectl get secret scenarios-verifier -o jsonpath='{.data.client-id}' | base64 -d)
+client_secret=$(kubectl get secret scenarios-verifier -o jsonpath='{.data.client-secret}' | base64 -d)
 token=$(kubectl get secret ci-scenarios -o jsonpath='{.data.token}' | base64 -d)
-echo "before: $(introspect "$token" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("active:", d["active"], "sub:", d.get("sub"))')"
+active() { introspect "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("active:", d["active"], "sub:", d.get("sub")); sys.exit(0 if d["active"] else 3)'; }
+for _ in $(seq 50); do before=$(active "$token") && break; sleep 0.2; done
+echo "before: $before"
+case "$before" in *True*) ;; *) echo "the token should be active before its revocation" >&2; exit 1 ;; esac
 kubectl delete accesstoken ci-scenarios
 echo "after:  $(introspect "$token" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("active:", d["active"])')"
 echo "secret: $(kubectl get secret ci-scenarios 2>&1 | tail -1)"

@@ -15,22 +15,13 @@ use support::{
     TestNamespace, control_plane, eventually,
     operator::{OPERATOR_NAMESPACE, shared_operator},
     resources::{
-        apply, reason, secret_text, token_issuer, verify_with_token_issuer, wait_for, wait_reason,
+        apply, is_recorded_as_revoked, reason, secret_text, token_issuer, verify_with_token_issuer,
+        wait_for, wait_reason,
     },
 };
-use tokensmith::{api::AccessToken, controller::revocation::shard_name, token::fingerprint};
+use tokensmith::{api::AccessToken, token::fingerprint};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn is_recorded_as_revoked(client: &kube::Client, token_id: &str) -> bool {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    cms.get_opt(&shard_name(token_id))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|cm| cm.data)
-        .is_some_and(|d| d.contains_key(token_id))
-}
 
 #[tokio::test]
 async fn issues_a_token_that_verifies_with_the_issuer_key() {

@@ -6,17 +6,16 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use support::{
     TestNamespace, control_plane,
-    operator::{OPERATOR_NAMESPACE, shared_operator},
+    operator::shared_operator,
     resources::{apply, ready, secret_text, token_issuer, wait_for, wait_reason},
 };
 use tokensmith::{
     api::{AccessToken, AppRegistration},
-    controller::revocation::shard_name,
     token::fingerprint,
 };
 
@@ -227,9 +226,5 @@ async fn deleting_the_app_revokes_its_access_tokens() {
             .unwrap()
             .is_none()
     );
-    let revocations = Api::<ConfigMap>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-        .get(&shard_name(&token_id))
-        .await
-        .unwrap();
-    assert!(revocations.data.unwrap().contains_key(&token_id));
+    assert!(support::resources::is_recorded_as_revoked(&client, &token_id).await);
 }

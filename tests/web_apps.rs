@@ -339,13 +339,13 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
     let access_token = exchanged["access_token"].as_str().unwrap().to_string();
     let refresh_token = exchanged["refresh_token"].as_str().unwrap().to_string();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), &ns.name);
+        Api::namespaced(client.clone(), &operator.namespace);
     let chains = kube::api::ListParams::default()
         .labels(&format!("tokensmith.dev/refresh-chain-of={}", doomed.0));
     assert_eq!(
         secrets.list_metadata(&chains).await.unwrap().items.len(),
         1,
-        "one chain, stored in the app's namespace"
+        "one chain, stored in the operator's namespace"
     );
     assert_eq!(
         served.introspect(&checker, &access_token).await["active"],
@@ -360,8 +360,8 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
         .until_inactive(&checker, &access_token, Duration::from_secs(1))
         .await;
     eventually(
-        Duration::from_secs(30),
-        "the garbage collector to delete the chain",
+        Duration::from_secs(60),
+        "the sweeper to delete the chain",
         || async {
             secrets
                 .list_metadata(&chains)

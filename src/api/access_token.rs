@@ -290,6 +290,43 @@ pub struct AccessTokenStatus {
     /// of them mints a new token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// What the current token, and every token in `previousTokens`, was
+    /// minted with. The token service answers introspection from this
+    /// record, which only the operator can write, never from the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted: Option<MintedClaims>,
+}
+
+/// The claims a token was minted with, as recorded by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MintedClaims {
+    /// The `iss` claim: the issuer's URL when the token was minted.
+    #[serde(rename = "issuerURL")]
+    pub issuer_url: String,
+    /// The `sub` claim; absent for a userless token, whose subject is its
+    /// own token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The `scope` claim, one scope per item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The `aud` claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The private claims.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+    /// The `client_id` claim (the client id of `appRef`'s AppRegistration).
+    #[serde(rename = "clientID", default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl MintedClaims {
+    /// The `sub` of the token with id `token_id`.
+    pub fn subject_of(&self, token_id: &str) -> String {
+        self.subject.clone().unwrap_or_else(|| token_id.to_string())
+    }
 }
 
 /// A token superseded by rotation but not yet expired.

@@ -111,6 +111,16 @@ fn scope_list(regex: &str, message: &str) -> schemars::Schema {
 }
 
 /// The list schema of `aud` values.
+/// A list of glob patterns (subjects, audiences, claim names).
+pub(crate) fn pattern_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "x-kubernetes-list-type": "set",
+        "items": { "type": "string", "minLength": 1, "maxLength": 512 },
+    })
+}
+
 pub(crate) fn audience_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",

@@ -50,7 +50,75 @@ pub struct IssuerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::common::audience_list_schema")]
     pub audiences: Option<Vec<String>>,
+
+    /// Glob patterns (`*` matches any run of characters) of the subjects an
+    /// AccessToken of this issuer may carry; `${namespace}` stands for the
+    /// AccessToken's namespace, e.g. `system:accesstoken:${namespace}:*`.
+    /// A token asking for another subject is refused with reason
+    /// InvalidSpec. When unset, every subject is allowed. Userless tokens
+    /// (their own token id as subject) are always allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::pattern_list_schema")]
+    pub allowed_subjects: Option<Vec<String>>,
+
+    /// Glob patterns of the audiences a token of this issuer may carry
+    /// (AccessTokens and AppRegistrations alike). When unset, every audience
+    /// is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::pattern_list_schema")]
+    pub allowed_audiences: Option<Vec<String>>,
+
+    /// Glob patterns of the private claim names an AccessToken of this
+    /// issuer may set in `claims`. When unset, any name is allowed except
+    /// those that carry an identity to verifiers (`groups`, `email`, `name`,
+    /// `preferred_username`, `roles`, ...: see the README), which must be
+    /// named here to be allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::pattern_list_schema")]
+    pub allowed_claims: Option<Vec<String>>,
 }
+
+/// Private claim names that verifiers commonly read as an identity (OpenID
+/// Connect's standard claims, SCIM/RFC 9068 groups, roles and entitlements,
+/// the Kubernetes service-account claim). An issuer allows them only by
+/// naming them in `allowedClaims`.
+pub const IDENTITY_CLAIMS: &[&str] = &[
+    "groups",
+    "roles",
+    "role",
+    "entitlements",
+    "permissions",
+    "scp",
+    "email",
+    "email_verified",
+    "name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "nickname",
+    "preferred_username",
+    "username",
+    "upn",
+    "uid",
+    "oid",
+    "tid",
+    "sid",
+    "acr",
+    "amr",
+    "idp",
+    "profile",
+    "picture",
+    "website",
+    "phone_number",
+    "phone_number_verified",
+    "address",
+    "birthdate",
+    "gender",
+    "locale",
+    "zoneinfo",
+    "updated_at",
+    "kubernetes.io",
+];
 
 /// When new signing keys become active.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

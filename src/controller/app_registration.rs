@@ -51,13 +51,13 @@ pub mod data {
     pub const ALL: &[&str] = &[CLIENT_ID, CLIENT_SECRET, TOKEN_URL, ISSUER];
 }
 
-/// Annotations recording what the Secret holds, so the status can always be
-/// derived from the Secret's metadata.
+/// Annotations saying what the Secret holds, for people and for telling
+/// whether it still holds the recorded secret. The record itself is the
+/// status: the Secret's namespace belongs to a tenant, who could otherwise
+/// add a client secret of their own choosing.
 mod annotation {
     pub const SECRET_HASH: &str = "tokensmith.dev/client-secret-hash";
     pub const ROTATED_AT: &str = "tokensmith.dev/secret-rotated-at";
-    pub const PREVIOUS_HASH: &str = "tokensmith.dev/previous-client-secret-hash";
-    pub const PREVIOUS_EXPIRES_AT: &str = "tokensmith.dev/previous-client-secret-expires-at";
     pub const SETTINGS_HASH: &str = "tokensmith.dev/settings-hash";
 }
 
@@ -68,53 +68,48 @@ mod reason {
     pub const SECRET_CONFLICT: &str = "SecretConflict";
 }
 
-/// What the app's Secret holds, read from its annotations.
+/// The client secrets of an app, as the status records them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct RecordedSecret {
     hash: String,
     rotated_at: Timestamp,
+    /// The previous secret's hash and the end of its grace period.
     previous: Option<(String, Timestamp)>,
-    settings_hash: Option<String>,
 }
 
 impl RecordedSecret {
-    fn from_meta(meta: &ObjectMeta) -> Option<Self> {
-        let a = meta.annotations.as_ref()?;
-        let previous = match (
-            a.get(annotation::PREVIOUS_HASH),
-            a.get(annotation::PREVIOUS_EXPIRES_AT),
-        ) {
-            (Some(hash), Some(at)) => Some((hash.clone(), at.parse().ok()?)),
-            _ => None,
-        };
+    fn from_status(status: &AppRegistrationStatus) -> Option<Self> {
+        let previous = status.previous_client_secret_hash.clone().zip(
+            status
+                .previous_client_secret_expires_at
+                .as_ref()
+                .map(|t| t.0),
+        );
         Some(Self {
-            hash: a.get(annotation::SECRET_HASH)?.clone(),
-            rotated_at: a.get(annotation::ROTATED_AT)?.parse().ok()?,
+            hash: status.client_secret_hash.clone()?,
+            rotated_at: status.secret_rotated_at.as_ref()?.0,
             previous,
-            settings_hash: a.get(annotation::SETTINGS_HASH).cloned(),
         })
     }
 
-    fn annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([
+    fn annotations(&self, settings_hash: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
             (annotation::SECRET_HASH.to_string(), self.hash.clone()),
             (
                 annotation::ROTATED_AT.to_string(),
                 self.rotated_at.to_string(),
             ),
-        ]);
-        if let Some((hash, until)) = &self.previous {
-            a.insert(annotation::PREVIOUS_HASH.to_string(), hash.clone());
-            a.insert(
-                annotation::PREVIOUS_EXPIRES_AT.to_string(),
-                until.to_string(),
-            );
-        }
-        if let Some(hash) = &self.settings_hash {
-            a.insert(annotation::SETTINGS_HASH.to_string(), hash.clone());
-        }
-        a
+            (
+                annotation::SETTINGS_HASH.to_string(),
+                settings_hash.to_string(),
+            ),
+        ])
     }
+}
+
+/// The value of annotation `key` on the Secret.
+fn annotation_of<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The URL of the token endpoint that the operator's token service serves.
@@ -127,6 +122,7 @@ pub fn controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
     let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
+    let apps = ctx.apps.clone();
     Controller::new(
         Api::<AppRegistration>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -135,21 +131,20 @@ pub fn controller(
         secrets.clone(),
         watcher::Config::default().labels(APP_LABEL),
     )
-    // A new refresh chain is a new thing to prune once it expires.
+    // A new refresh chain is a new thing to prune once it expires: its app
+    // (named by client id) looks at it.
     .watches(
         secrets,
-        watcher::Config::default().labels(CHAIN_CLIENT_LABEL),
-        |chain| {
-            let namespace = chain.metadata.namespace.clone();
-            chain
-                .metadata
-                .owner_references
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|o| o.kind == AppRegistration::kind(&()))
-                .map(move |o| {
-                    ObjectRef::new(&o.name).within(namespace.as_deref().unwrap_or_default())
-                })
+        watcher::Config::default()
+            .labels(CHAIN_CLIENT_LABEL)
+            .fields(&format!("metadata.namespace={}", ctx.config.namespace)),
+        move |chain| {
+            let client_id = chain.labels().get(CHAIN_CLIENT_LABEL).cloned();
+            apps.state()
+                .iter()
+                .filter(|a| a.uid() == client_id)
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
         },
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
@@ -171,6 +166,16 @@ fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Ac
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
     ctx.wait_until_ready().await?;
+    reconcile_app(app, ctx, false).await
+}
+
+/// Reconciles `app`; `fresh` when it (and its Secret) are read straight from
+/// the API server rather than from the caches.
+async fn reconcile_app(
+    app: Arc<AppRegistration>,
+    ctx: Arc<Context>,
+    fresh: bool,
+) -> Result<Action> {
     let now = whole_seconds(Timestamp::now());
     let namespace = app.namespace().ok_or(Error::MissingObjectKey(
         "AppRegistration",
@@ -198,6 +203,22 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
             Ok(issuer) => issuer,
             Err((readiness, retry)) => return blocked(&app, &ctx, readiness, retry, now).await,
         };
+    if let Some(patterns) = &issuer.settings.allowed_audiences
+        && let Some(audience) = app.spec.audiences.iter().find(|a| {
+            !patterns
+                .iter()
+                .any(|p| wildmatch::WildMatch::new(p).matches(a))
+        })
+    {
+        let message = format!(
+            "audience {audience:?} is not allowed by {} {} (allowedAudiences: {})",
+            issuer.kind.as_str(),
+            issuer.name,
+            patterns.join(", ")
+        );
+        let readiness = Readiness::not_ready(reason::INVALID_SPEC, message);
+        return blocked(&app, &ctx, readiness, None, now).await;
+    }
     let rotation = match app.spec.client_secret_rotation.as_ref().map(|r| {
         Ok::<_, crate::api::DurationError>((r.interval.to_std()?, r.grace_period.to_std()?))
     }) {
@@ -209,7 +230,11 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         }
     };
 
-    let state = SecretState::observe(&ctx, &namespace, &secret_name, &uid).await?;
+    let state = if fresh {
+        SecretState::fetch(&ctx, &namespace, &secret_name, &uid).await?
+    } else {
+        SecretState::observe(&ctx, &namespace, &secret_name, &uid).await?
+    };
     let meta = match &state {
         SecretState::Foreign => {
             let message = format!(
@@ -221,36 +246,47 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         SecretState::Ours(meta) => Some(meta.as_ref()),
         SecretState::Absent => None,
     };
-    let recorded = meta
-        .filter(|m| data_is_intact(m, data::ALL))
-        .and_then(RecordedSecret::from_meta);
+    let recorded = app.status.as_ref().and_then(RecordedSecret::from_status);
     let settings_hash = settings_hash(&app, &issuer, &ctx.config.public_url);
+    // The Secret still holds the recorded secret, untouched by anyone else.
+    let held = recorded.clone().filter(|r| {
+        meta.is_some_and(|m| {
+            data_is_intact(m, data::ALL)
+                && annotation_of(m, annotation::SECRET_HASH) == Some(r.hash.as_str())
+        })
+    });
 
+    if meta.is_some() && held.is_none() && !fresh {
+        // Someone changed the Secret, or a cache lags behind our own last
+        // writes (Secret, then status): the API server tells which.
+        let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &namespace);
+        return match api.get_opt(&app.name_any()).await? {
+            Some(current) if current.uid() == app.uid() => {
+                Box::pin(reconcile_app(Arc::new(current), ctx.clone(), true)).await
+            }
+            _ => Ok(Action::await_change()),
+        };
+    }
     let rotation_due = |r: &RecordedSecret| {
         rotation
             .is_some_and(|(interval, _)| r.rotated_at.checked_add(interval).is_ok_and(|t| t <= now))
     };
-    let record = match recorded {
+    let record = match held {
         Some(r) if !rotation_due(&r) => {
-            if r.settings_hash.as_deref() != Some(settings_hash.as_str()) {
-                let updated = RecordedSecret {
-                    settings_hash: Some(settings_hash.clone()),
-                    ..r.clone()
-                };
-                write_secret(&ctx, &app, &secret_name, &updated, None, &issuer, &state).await?;
-                updated
-            } else {
-                r
+            if meta.and_then(|m| annotation_of(m, annotation::SETTINGS_HASH))
+                != Some(settings_hash.as_str())
+            {
+                write_secret(&ctx, &app, &secret_name, &r, None, &issuer, &state).await?;
             }
+            r
         }
-        previous => {
+        held => {
             // A scheduled rotation keeps the old secret working for the grace
-            // period; a deleted or edited Secret gets no grace.
-            let grace = match (&previous, rotation) {
-                (Some(old), Some((_, grace))) => Some((
-                    old.hash.clone(),
-                    old.rotated_at.max(now).checked_add(grace).unwrap_or(now),
-                )),
+            // period (and no longer); a deleted or edited Secret gets no grace.
+            let grace = match (&held, rotation) {
+                (Some(old), Some((_, grace))) => {
+                    Some((old.hash.clone(), now.checked_add(grace).unwrap_or(now)))
+                }
                 _ => None,
             };
             let secret = new_opaque_token(CLIENT_SECRET_PREFIX);
@@ -258,7 +294,6 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
                 hash: fingerprint(secret.expose_secret()),
                 rotated_at: now,
                 previous: grace,
-                settings_hash: Some(settings_hash.clone()),
             };
             write_secret(
                 &ctx,
@@ -270,15 +305,16 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
                 &state,
             )
             .await?;
-            let (event, note) = match &previous {
-                None if app.status.as_ref().and_then(|s| s.client_secret_hash.as_ref()).is_none() => {
-                    ("Registered", format!("Client {uid} registered; its secret is in Secret {secret_name}"))
-                }
-                None => (
+            let (event, note) = match (&held, &recorded) {
+                (None, None) => (
+                    "Registered",
+                    format!("Client {uid} registered; its secret is in Secret {secret_name}"),
+                ),
+                (None, Some(_)) => (
                     "SecretReplaced",
                     format!("Secret {secret_name} was deleted or edited: a new client secret was issued and the old one no longer works"),
                 ),
-                Some(_) => (
+                (Some(_), _) => (
                     "SecretRotated",
                     "The client secret was rotated; the previous one works until its grace period ends".to_string(),
                 ),
@@ -291,10 +327,12 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
     };
 
     let live_previous = record.previous.clone().filter(|(_, until)| *until > now);
-    // Derived from the Secret's record, not from the previous condition: a
-    // reconcile that runs on a not-yet-updated cache must not undo the reason
-    // the rotating reconcile wrote.
-    let readiness = if record.previous.is_some() {
+    // A rotated secret stays "rotated" after its grace period ends, until
+    // the secret is replaced.
+    let was_rotated = recorded.as_ref() == Some(&record)
+        && ready_condition(&app.status.clone().unwrap_or_default().conditions)
+            .is_some_and(|c| c.reason == reason::SECRET_ROTATED);
+    let readiness = if record.previous.is_some() || was_rotated {
         Readiness::ready(
             reason::SECRET_ROTATED,
             format!("the client secret was rotated at {}", record.rotated_at),
@@ -314,7 +352,7 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
         previous_client_secret_expires_at: live_previous.as_ref().map(|(_, t)| Time(*t)),
     };
     write_status(&app, &ctx, &current, desired).await?;
-    let next_chain_expiry = prune_expired_chains(&ctx, &namespace, &uid, now).await?;
+    let next_chain_expiry = prune_expired_chains(&ctx, &uid, now).await?;
 
     let next = [
         rotation.and_then(|(interval, _)| record.rotated_at.checked_add(interval).ok()),
@@ -369,7 +407,7 @@ async fn write_secret(
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     labels.insert(APP_LABEL.into(), app.name_any());
     let mut annotations = template.annotations.unwrap_or_default();
-    annotations.extend(record.annotations());
+    annotations.extend(record.annotations(&settings_hash(app, issuer, &ctx.config.public_url)));
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),

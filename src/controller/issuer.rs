@@ -9,9 +9,16 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions},
     core::PartialObjectMeta,
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::ObjectRef,
+        watcher,
+    },
 };
 use serde_json::json;
 use tracing::{debug, info, instrument};
@@ -19,28 +26,64 @@ use tracing::{debug, info, instrument};
 use super::{
     Context, Error, MANAGED_BY, MANAGER, Result,
     conditions::{Readiness, with_ready},
+    issuer_ref::IssuerStores,
     managed_secret::{controller_reference, is_controlled_by},
 };
 use crate::{
-    api::{Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus},
+    api::{ClusterTokenIssuer, Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus, TokenIssuer},
     token::{KEYRING_SECRET_KEY, KeyPolicy, Keyring, MAX_PUBLISHED_KEYS, plan_keys},
 };
 
 /// Label naming the issuer a key Secret belongs to.
 pub const ISSUER_LABEL: &str = "tokensmith.dev/issuer";
+/// Label on a TokenIssuer's key Secret: the issuer's namespace.
+pub const ISSUER_NAMESPACE_LABEL: &str = "tokensmith.dev/issuer-namespace";
+/// Label on a TokenIssuer's key Secret: the UID of the issuer it belongs to
+/// (an owner reference cannot point into another namespace).
+pub const ISSUER_UID_LABEL: &str = "tokensmith.dev/issuer-uid";
+/// Holds a TokenIssuer until its keys are deleted.
+pub const KEYS_FINALIZER: &str = "tokensmith.dev/keys";
 
-/// Where the signing keys of `issuer` live: a ClusterTokenIssuer's in the
-/// operator's namespace, a TokenIssuer's beside it.
+/// Where the signing keys of `issuer` live: always in the operator's
+/// namespace, where no tenant can read or write them. A TokenIssuer's
+/// Secret is named by a digest of its namespace and name, so names never
+/// collide across namespaces and always fit.
 pub fn key_secret_location<I: Issuer>(issuer: &I, operator_namespace: &str) -> (String, String) {
+    let name = match I::KIND {
+        IssuerKind::ClusterTokenIssuer => format!("tokensmith-clusterissuer-{}", issuer.name_any()),
+        IssuerKind::TokenIssuer => {
+            let digest = crate::token::fingerprint(&format!(
+                "{}/{}",
+                issuer.namespace().unwrap_or_default(),
+                issuer.name_any()
+            ));
+            let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+            format!("tokensmith-issuer-{}", &hex[..24])
+        }
+    };
+    (operator_namespace.to_string(), name)
+}
+
+/// Whether the key Secret `meta` belongs to `issuer` (by UID).
+fn belongs_to<I: Issuer>(meta: &ObjectMeta, issuer: &I) -> bool {
+    let uid = issuer.uid().unwrap_or_default();
     match I::KIND {
-        IssuerKind::ClusterTokenIssuer => (
-            operator_namespace.to_string(),
-            format!("tokensmith-clusterissuer-{}", issuer.name_any()),
-        ),
-        IssuerKind::TokenIssuer => (
-            issuer.namespace().unwrap_or_default(),
-            format!("tokensmith-issuer-{}", issuer.name_any()),
-        ),
+        IssuerKind::ClusterTokenIssuer => is_controlled_by(meta, &uid),
+        IssuerKind::TokenIssuer => {
+            meta.labels.as_ref().and_then(|l| l.get(ISSUER_UID_LABEL)) == Some(&uid)
+        }
+    }
+}
+
+/// The issuer a key Secret's labels name, as the controller of kind `I`
+/// looks it up.
+fn issuer_of<I: Issuer>(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<I>> {
+    let labels = secret.metadata.labels.as_ref()?;
+    let name = labels.get(ISSUER_LABEL)?;
+    match (I::KIND, labels.get(ISSUER_NAMESPACE_LABEL)) {
+        (IssuerKind::TokenIssuer, Some(namespace)) => Some(ObjectRef::new(name).within(namespace)),
+        (IssuerKind::ClusterTokenIssuer, None) => Some(ObjectRef::new(name)),
+        _ => None,
     }
 }
 
@@ -52,11 +95,47 @@ pub fn controller<I: Issuer>(
     // The key Secrets are watched by metadata only: a deleted or replaced
     // one is noticed at once, and no key material is cached by the watch.
     let key_secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
+    // Any issuer's change can hand a URL to another issuer or take it away:
+    // every issuer of this kind that claims the same path looks again.
+    let same_path = |stores: IssuerStores| {
+        move |url: &str| -> Vec<ObjectRef<I>> {
+            stores
+                .claimants_of(url)
+                .into_iter()
+                .filter(|c| c.kind == I::KIND)
+                .map(|c| {
+                    let reference = ObjectRef::new(&c.name);
+                    match &c.namespace {
+                        Some(namespace) => reference.within(namespace),
+                        None => reference,
+                    }
+                })
+                .collect()
+        }
+    };
+    let by_cluster_issuer = same_path(ctx.issuers.clone());
+    let by_token_issuer = same_path(ctx.issuers.clone());
     Controller::new(
         Api::<I>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .owns(key_secrets, watcher::Config::default().labels(ISSUER_LABEL))
+    .watches(
+        key_secrets,
+        watcher::Config::default()
+            .labels(ISSUER_LABEL)
+            .fields(&format!("metadata.namespace={}", ctx.config.namespace)),
+        |secret| issuer_of::<I>(&secret),
+    )
+    .watches(
+        Api::<ClusterTokenIssuer>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        move |changed| by_cluster_issuer(&changed.spec.settings.issuer_url),
+    )
+    .watches(
+        Api::<TokenIssuer>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        move |changed| by_token_issuer(&changed.spec.settings.issuer_url),
+    )
     .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
     .graceful_shutdown_on(shutdown)
     .run(
@@ -75,30 +154,118 @@ fn error_policy<I: Issuer>(issuer: Arc<I>, error: &Error, _: Arc<Context>) -> Ac
 
 #[instrument(skip_all, fields(kind = I::KIND.as_str(), namespace = issuer.namespace(), name = %issuer.name_any()))]
 async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_until_ready().await?;
+    if I::KIND == IssuerKind::ClusterTokenIssuer {
+        // Its key Secret is owned by it: the garbage collector removes it.
+        return apply(issuer, &ctx).await;
+    }
+    // A TokenIssuer's keys live in another namespace than the issuer, so a
+    // finalizer deletes them (and the sweeper the keys of an issuer whose
+    // finalizer was removed by hand).
+    let api = issuer.api(ctx.client.clone());
+    let action = finalizer(&api, KEYS_FINALIZER, issuer, |event| async {
+        match event {
+            FinalizerEvent::Apply(issuer) => apply(issuer, &ctx).await,
+            FinalizerEvent::Cleanup(issuer) => delete_keys(issuer.as_ref(), &ctx).await,
+        }
+    })
+    .await;
+    match action {
+        Err(
+            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+            | kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)),
+        ) if status.code == 404 => Ok(Action::await_change()),
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// Deletes the key Secret of a TokenIssuer being deleted, if it is its own.
+async fn delete_keys<I: Issuer>(issuer: &I, ctx: &Context) -> Result<Action> {
+    let (namespace, name) = key_secret_location(issuer, &ctx.config.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(existing) = secrets.get_metadata_opt(&name).await?
+        && belongs_to(&existing.metadata, issuer)
+    {
+        delete_secret(&secrets, &existing.metadata).await?;
+        info!(secret = %name, "issuer deleted: its keys were deleted");
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletes the Secret `meta` describes, only if it is still that very one.
+pub(super) async fn delete_secret(secrets: &Api<Secret>, meta: &ObjectMeta) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets
+        .delete(&meta.name.clone().unwrap_or_default(), &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps the keys of an issuer in place and its status in line.
+async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
+    if let Err(owner) = ctx.issuers.check_url(issuer.as_ref()) {
+        // Serving two issuers at one URL would let the younger, or a
+        // tenant's, take over the verification of the other's tokens.
+        let message = format!(
+            "issuerURL {} is already served for {}; this issuer is not served and signs nothing. Choose another issuerURL",
+            issuer.settings().issuer_url,
+            owner.describe()
+        );
+        update_status(
+            issuer.as_ref(),
+            ctx,
+            None,
+            Readiness::not_ready("IssuerURLConflict", message),
+            now,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
     let uid = issuer
         .uid()
         .ok_or(Error::MissingObjectKey("issuer", "metadata.uid"))?;
     let (secret_namespace, secret_name) =
         key_secret_location(issuer.as_ref(), &ctx.config.namespace);
-    if ctx.issuers.namespace_terminating(&secret_namespace) {
-        // Keys could not be written there; the issuer (or the operator's
+    let issuer_namespace = issuer.namespace();
+    let terminating = [Some(&secret_namespace), issuer_namespace.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|ns| ctx.issuers.namespace_terminating(ns));
+    if let Some(namespace) = terminating {
+        // Nothing can be written there; the issuer (or the operator's
         // namespace) is on its way out.
-        debug!(namespace = %secret_namespace, "key namespace is being deleted; nothing to do");
+        debug!(%namespace, "namespace is being deleted; nothing to do");
         return Ok(Action::await_change());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret_namespace);
     let existing = secrets.get_opt(&secret_name).await?;
+    // A TokenIssuer's Secret left by an earlier issuer of the same name is
+    // the operator's own (no tenant writes there): replaced with new keys,
+    // so a new issuer never inherits an old one's signing keys.
+    let existing = existing.filter(|s| {
+        I::KIND == IssuerKind::ClusterTokenIssuer || belongs_to(&s.metadata, issuer.as_ref())
+    });
 
     if let Some(secret) = &existing
-        && !is_controlled_by(&secret.metadata, &uid)
+        && !belongs_to(&secret.metadata, issuer.as_ref())
     {
         let message = format!(
             "Secret {secret_namespace}/{secret_name} exists and is not owned by this issuer; it was left untouched. Delete or rename it so the issuer can keep its keys there."
         );
         update_status(
             issuer.as_ref(),
-            &ctx,
+            ctx,
             None,
             Readiness::not_ready("KeySecretConflict", message),
             now,
@@ -112,7 +279,7 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
         Err(message) => {
             update_status(
                 issuer.as_ref(),
-                &ctx,
+                ctx,
                 None,
                 Readiness::not_ready("InvalidSpec", message),
                 now,
@@ -137,7 +304,7 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
                 );
                 update_status(
                     issuer.as_ref(),
-                    &ctx,
+                    ctx,
                     None,
                     Readiness::not_ready("KeyError", message),
                     now,
@@ -151,17 +318,30 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
     let plan = plan_keys(current, policy, now)?;
 
     if plan.changed {
-        let owner = controller_reference(issuer.as_ref())
-            .ok_or(Error::MissingObjectKey("issuer", "metadata"))?;
+        let mut labels = BTreeMap::from([
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+            (ISSUER_LABEL.to_string(), issuer.name_any()),
+        ]);
+        let owner_references = match I::KIND {
+            IssuerKind::ClusterTokenIssuer => Some(vec![
+                controller_reference(issuer.as_ref())
+                    .ok_or(Error::MissingObjectKey("issuer", "metadata"))?,
+            ]),
+            IssuerKind::TokenIssuer => {
+                labels.insert(
+                    ISSUER_NAMESPACE_LABEL.to_string(),
+                    issuer.namespace().unwrap_or_default(),
+                );
+                labels.insert(ISSUER_UID_LABEL.to_string(), uid.clone());
+                None
+            }
+        };
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(secret_name.clone()),
                 namespace: Some(secret_namespace.clone()),
-                owner_references: Some(vec![owner]),
-                labels: Some(BTreeMap::from([
-                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-                    (ISSUER_LABEL.to_string(), issuer.name_any()),
-                ])),
+                owner_references,
+                labels: Some(labels),
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".into()),
@@ -197,7 +377,7 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
     let message = format!("{} signing key(s) published", keys.len());
     update_status(
         issuer.as_ref(),
-        &ctx,
+        ctx,
         Some((plan.keyring.active().map(|k| k.kid.clone()), keys)),
         Readiness::ready("KeysReady", message),
         now,

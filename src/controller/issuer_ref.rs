@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::{
     ResourceExt,
     core::{PartialObjectMeta, Selector, SelectorExt},
@@ -19,6 +19,63 @@ use crate::api::{ClusterTokenIssuer, Issuer, IssuerKind, IssuerRef, IssuerSettin
 /// Condition reasons of resolution problems.
 pub const ISSUER_NOT_READY: &str = "IssuerNotReady";
 pub const INVALID_SPEC: &str = "InvalidSpec";
+
+/// The path part of an issuer URL, without a trailing `/`: what the token
+/// service serves an issuer at, and so what must be unique in the cluster.
+pub fn served_path(issuer_url: &str) -> Option<&str> {
+    let rest = issuer_url
+        .strip_prefix("https://")
+        .or_else(|| issuer_url.strip_prefix("http://"))?;
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    Some(path.trim_end_matches('/'))
+}
+
+/// An issuer claiming the path of its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlClaimant {
+    pub kind: IssuerKind,
+    /// `None` for a ClusterTokenIssuer.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub created: Option<Timestamp>,
+}
+
+impl UrlClaimant {
+    pub fn of<I: Issuer>(issuer: &I) -> Self {
+        Self {
+            kind: I::KIND,
+            namespace: issuer.namespace(),
+            name: issuer.name_any(),
+            created: issuer.creation_timestamp().map(|t| t.0),
+        }
+    }
+
+    /// `ClusterTokenIssuer default` or `TokenIssuer team-a/own`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}/{}", self.kind.as_str(), self.name),
+            None => format!("{} {}", self.kind.as_str(), self.name),
+        }
+    }
+}
+
+/// Which of the issuers claiming one path serves it: a ClusterTokenIssuer
+/// before any TokenIssuer (so a tenant cannot squat a cluster-wide issuer's
+/// URL, not even one created after theirs, e.g. across a reinstall), then
+/// the oldest, then by namespace and name, so every replica agrees.
+pub fn url_owner(claimants: impl IntoIterator<Item = UrlClaimant>) -> Option<UrlClaimant> {
+    claimants.into_iter().min_by(|a, b| {
+        let rank = |c: &UrlClaimant| {
+            (
+                c.kind != IssuerKind::ClusterTokenIssuer,
+                c.created.unwrap_or(Timestamp::MAX),
+                c.namespace.clone(),
+                c.name.clone(),
+            )
+        };
+        rank(a).cmp(&rank(b))
+    })
+}
 
 /// An issuer ready to sign.
 #[derive(Clone, Debug)]
@@ -46,6 +103,49 @@ impl IssuerStores {
         self.namespaces
             .get(&ObjectRef::new(namespace))
             .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some())
+    }
+
+    /// Every watched issuer whose URL has the path of `issuer_url`.
+    pub fn claimants_of(&self, issuer_url: &str) -> Vec<UrlClaimant> {
+        let Some(path) = served_path(issuer_url) else {
+            return Vec::new();
+        };
+        let claims = |url: &str| served_path(url) == Some(path);
+        let cluster = self
+            .cluster_issuers
+            .state()
+            .into_iter()
+            .filter(|i| claims(&i.settings().issuer_url))
+            .map(|i| UrlClaimant::of(i.as_ref()));
+        let namespaced = self
+            .token_issuers
+            .state()
+            .into_iter()
+            .filter(|i| claims(&i.settings().issuer_url))
+            .map(|i| UrlClaimant::of(i.as_ref()));
+        cluster.chain(namespaced).collect()
+    }
+
+    /// The issuer that serves the path of `issuer_url`, among all watched.
+    pub fn url_owner_of(&self, issuer_url: &str) -> Option<UrlClaimant> {
+        url_owner(self.claimants_of(issuer_url))
+    }
+
+    /// `Err` with the issuer that serves `issuer`'s URL when that is another.
+    /// `issuer` itself counts as it is, even before the stores show it.
+    pub fn check_url<I: Issuer>(&self, issuer: &I) -> Result<(), UrlClaimant> {
+        let own = UrlClaimant::of(issuer);
+        let same = |c: &UrlClaimant| {
+            c.kind == own.kind && c.namespace == own.namespace && c.name == own.name
+        };
+        let others = self
+            .claimants_of(&issuer.settings().issuer_url)
+            .into_iter()
+            .filter(|c| !same(c));
+        match url_owner(others.chain([own.clone()])) {
+            Some(owner) if !same(&owner) => Err(owner),
+            _ => Ok(()),
+        }
     }
 
     /// The issuer `issuer_ref` names for a resource in `namespace`, or the
@@ -88,6 +188,7 @@ impl IssuerStores {
                         return Err((Readiness::not_ready(INVALID_SPEC, message), None));
                     }
                 }
+                self.serving(issuer.as_ref())?;
                 ready(issuer.as_ref(), operator_namespace)
             }
             IssuerKind::TokenIssuer => {
@@ -95,9 +196,28 @@ impl IssuerStores {
                     .token_issuers
                     .get(&ObjectRef::new(&issuer_ref.name).within(namespace))
                     .ok_or_else(|| not_found("TokenIssuer"))?;
+                self.serving(issuer.as_ref())?;
                 ready(issuer.as_ref(), operator_namespace)
             }
         }
+    }
+}
+
+impl IssuerStores {
+    /// Refuses an issuer that lost its URL to another.
+    fn serving<I: Issuer>(&self, issuer: &I) -> Result<(), (Readiness, Option<Duration>)> {
+        self.check_url(issuer).map_err(|owner| {
+            let message = format!(
+                "{} {} is not served: its issuerURL belongs to {}",
+                I::KIND.as_str(),
+                issuer.name_any(),
+                owner.describe()
+            );
+            (
+                Readiness::not_ready(ISSUER_NOT_READY, message),
+                Some(Duration::from_secs(60)),
+            )
+        })
     }
 }
 
@@ -133,5 +253,74 @@ fn ready<I: Issuer>(
                 Some(Duration::from_secs(30)),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimant(kind: IssuerKind, name: &str, created: &str) -> UrlClaimant {
+        UrlClaimant {
+            kind,
+            namespace: (kind == IssuerKind::TokenIssuer).then(|| "team".to_string()),
+            name: name.into(),
+            created: Some(created.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_path_is_what_must_be_unique() {
+        assert_eq!(
+            served_path("https://a.example/issuers/x/"),
+            Some("/issuers/x")
+        );
+        assert_eq!(
+            served_path("https://b.example:8443/issuers/x"),
+            Some("/issuers/x")
+        );
+        assert_eq!(served_path("https://a.example"), Some(""));
+        assert_eq!(served_path("ftp://a.example/x"), None);
+    }
+
+    #[test]
+    fn url_owner_prefers_cluster_issuers_then_the_oldest() {
+        use IssuerKind::{ClusterTokenIssuer as Cluster, TokenIssuer as Namespaced};
+        let cases = [
+            // (claimants, winner)
+            (
+                vec![
+                    claimant(Namespaced, "old", "2020-01-01T00:00:00Z"),
+                    claimant(Cluster, "young", "2026-01-01T00:00:00Z"),
+                ],
+                "young",
+            ),
+            (
+                vec![
+                    claimant(Namespaced, "b", "2026-01-02T00:00:00Z"),
+                    claimant(Namespaced, "a", "2026-01-01T00:00:00Z"),
+                ],
+                "a",
+            ),
+            (
+                vec![
+                    claimant(Cluster, "b", "2026-01-01T00:00:00Z"),
+                    claimant(Cluster, "a", "2026-01-01T00:00:00Z"),
+                ],
+                "a",
+            ),
+            (
+                vec![claimant(Namespaced, "only", "2026-01-01T00:00:00Z")],
+                "only",
+            ),
+        ];
+        for (claimants, winner) in cases {
+            assert_eq!(
+                url_owner(claimants.clone()).unwrap().name,
+                winner,
+                "{claimants:?}"
+            );
+        }
+        assert_eq!(url_owner(Vec::new()), None);
     }
 }

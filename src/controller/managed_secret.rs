@@ -36,18 +36,35 @@ impl SecretState {
             .managed_secrets
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| s.metadata.clone());
-        let meta = match cached {
-            Some(meta) => Some(meta),
-            None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_metadata_opt(name)
-                .await?
-                .map(|m| m.metadata),
-        };
+        match cached {
+            Some(meta) => Ok(Self::of(meta, owner_uid)),
+            None => Self::fetch(ctx, namespace, name, owner_uid).await,
+        }
+    }
+
+    /// Asks the API server (metadata only), bypassing the cache: for when
+    /// the cache may lag behind the operator's own last write.
+    pub async fn fetch(
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+        owner_uid: &str,
+    ) -> Result<Self> {
+        let meta = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_metadata_opt(name)
+            .await?;
         Ok(match meta {
             None => Self::Absent,
-            Some(meta) if is_controlled_by(&meta, owner_uid) => Self::Ours(Box::new(meta)),
-            Some(_) => Self::Foreign,
+            Some(m) => Self::of(m.metadata, owner_uid),
         })
+    }
+
+    fn of(meta: ObjectMeta, owner_uid: &str) -> Self {
+        if is_controlled_by(&meta, owner_uid) {
+            Self::Ours(Box::new(meta))
+        } else {
+            Self::Foreign
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod issuer_ref;
 mod managed_secret;
 pub mod refresh_chains;
 pub mod revocation;
+mod sweeper;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result};
@@ -108,6 +109,7 @@ pub async fn run(
         issuer::controller::<crate::api::ClusterTokenIssuer>(ctx.clone(), shutdown.clone());
     let access_tokens = access_token::controller(ctx.clone(), triggers, shutdown.clone());
     let apps = app_registration::controller(ctx.clone(), shutdown.clone());
+    let sweeper = sweeper::run(ctx.clone(), shutdown.clone());
     // Reconciles are idempotent, so one cut short by the grace period is
     // simply done again by the next instance.
     let grace_expired = async {
@@ -115,11 +117,12 @@ pub async fn run(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        _ = futures::future::join4(
+        _ = futures::future::join5(
             token_issuers.for_each(|_| async {}),
             cluster_issuers.for_each(|_| async {}),
             access_tokens.for_each(|_| async {}),
             apps.for_each(|_| async {}),
+            sweeper,
         ) => {}
         _ = watches => anyhow::bail!("the shared watches ended"),
         _ = grace_expired => warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),

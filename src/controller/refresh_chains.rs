@@ -1,6 +1,8 @@
 //! Where the token service keeps refresh-token chains (one Secret per chain
-//! in the app's namespace, owned by the AppRegistration), and the pruning of
-//! chains nobody can use any more, which the AppRegistration reconciler does.
+//! in the operator's namespace, where no tenant can write: a chain says whose
+//! identity its tokens carry), and the pruning of chains nobody can use any
+//! more, which the AppRegistration reconciler does. A chain names its app by
+//! client id (label); an owner reference cannot cross namespaces.
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{Api, ResourceExt};
@@ -19,29 +21,29 @@ pub fn chain_secret_name(chain_id: &str) -> String {
     format!("tokensmith-refresh-{chain_id}")
 }
 
-/// Deletes the expired chains of client `client_id` in `namespace`; returns
-/// when the next live one expires. Chain Secrets carry the managed-by label,
-/// so their metadata is already in the shared store: no API read.
+/// Annotations on chain Secrets: the namespace and name of the app, so that
+/// the sweeper can ask the API server whether it still exists.
+pub const CHAIN_APP_NAMESPACE_ANNOTATION: &str = "tokensmith.dev/app-namespace";
+pub const CHAIN_APP_NAME_ANNOTATION: &str = "tokensmith.dev/app-name";
+
+/// Deletes the expired chains of client `client_id`; returns when the next
+/// live one expires. Chain Secrets carry the managed-by label, so their
+/// metadata is already in the shared store: no API read. Chains of deleted
+/// apps are the sweeper's.
 pub async fn prune_expired_chains(
     ctx: &Context,
-    namespace: &str,
     client_id: &str,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
+    let namespace = &ctx.config.namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let chains = ctx.managed_secrets.state().into_iter().filter(|s| {
-        s.namespace().as_deref() == Some(namespace)
+        s.namespace().as_deref() == Some(namespace.as_str())
             && s.labels().get(CHAIN_CLIENT_LABEL).map(String::as_str) == Some(client_id)
     });
     let mut next = None;
     for chain in chains {
-        let expires_at = chain
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CHAIN_EXPIRES_ANNOTATION))
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        match expires_at {
+        match expiry_of(&chain.metadata) {
             Some(at) if at > now => next = next.min(Some(at)).or(Some(at)),
             _ => {
                 let name = chain.name_any();
@@ -54,4 +56,15 @@ pub async fn prune_expired_chains(
         }
     }
     Ok(next)
+}
+
+/// When the chain's current refresh token expires.
+pub fn expiry_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<Timestamp> {
+    meta.annotations
+        .as_ref()?
+        .get(CHAIN_EXPIRES_ANNOTATION)?
+        .parse()
+        .ok()
 }

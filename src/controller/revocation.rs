@@ -2,7 +2,9 @@
 //! restarted operator and every replica of the token service know them.
 //!
 //! Entries live in ConfigMaps `tokensmith-revocations-<shard>` in the
-//! operator's namespace, one data key per token id with its expiry as value;
+//! operator's namespace, one data key per (issuer, token id) with its expiry
+//! as value: a token id means nothing without its issuer, so no issuer's
+//! tokens can be revoked by naming their ids under another issuer;
 //! an entry is dropped once its token has expired anyway. Writes are JSON
 //! merge patches that add keys, so concurrent writers never lose each other's
 //! entries and no read-modify-write is needed.
@@ -24,16 +26,33 @@ pub const REVOCATIONS_LABEL: &str = "tokensmith.dev/revocations";
 /// live entries within the 1 MiB object limit.
 pub const SHARDS: u64 = 16;
 
-/// One revoked token: its id and when it would have expired.
+/// One revoked token: its issuer, its id and when it would have expired.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevokedToken {
+    /// The `iss` of the token.
+    pub issuer_url: String,
     pub token_id: String,
     pub expires_at: Timestamp,
 }
 
-/// The ConfigMap holding the entry of `token_id`.
-pub fn shard_name(token_id: &str) -> String {
-    let hash = token_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+impl RevokedToken {
+    /// Its key in the record.
+    pub fn key(&self) -> String {
+        revocation_key(&self.issuer_url, &self.token_id)
+    }
+}
+
+/// The record's key for token `token_id` of the issuer `issuer_url`:
+/// `<issuer digest>.<token id>` (a ConfigMap key cannot hold a URL).
+pub fn revocation_key(issuer_url: &str, token_id: &str) -> String {
+    let issuer = crate::token::fingerprint(issuer_url);
+    let digest = issuer.strip_prefix("sha256:").unwrap_or(&issuer);
+    format!("{}.{token_id}", &digest[..16])
+}
+
+/// The ConfigMap holding the entry with `key`.
+pub fn shard_name(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
     format!("tokensmith-revocations-{:x}", hash % SHARDS)
@@ -56,10 +75,11 @@ impl RevocationStore {
     pub async fn revoke(&self, tokens: &[RevokedToken], now: Timestamp) -> Result<()> {
         let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for token in tokens.iter().filter(|t| t.expires_at > now) {
+            let key = token.key();
             by_shard
-                .entry(shard_name(&token.token_id))
+                .entry(shard_name(&key))
                 .or_default()
-                .insert(token.token_id.clone(), token.expires_at.to_string());
+                .insert(key, token.expires_at.to_string());
         }
         for (shard, entries) in by_shard {
             let written = self.add_entries(&shard, &entries).await?;
@@ -142,20 +162,22 @@ impl RevocationStore {
     }
 }
 
-/// Reads every live revocation from the ConfigMaps of the store (a restarted
-/// operator and the token service start from this).
-pub fn entries_of(cm: &ConfigMap) -> impl Iterator<Item = RevokedToken> + '_ {
-    cm.data.iter().flatten().filter_map(|(id, exp)| {
-        Some(RevokedToken {
-            token_id: id.clone(),
-            expires_at: exp.parse().ok()?,
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_bind_the_token_id_to_its_issuer() {
+        let key = revocation_key("https://tokens.example/a", "id-1");
+        assert!(key.ends_with(".id-1"), "{key}");
+        assert_eq!(key, revocation_key("https://tokens.example/a", "id-1"));
+        assert_ne!(key, revocation_key("https://tokens.example/b", "id-1"));
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+            "a valid ConfigMap key: {key}"
+        );
+    }
 
     #[test]
     fn shards_spread_ids_and_are_stable() {

@@ -129,11 +129,15 @@ pub async fn introspect(
 ) -> Response {
     let result = (|| {
         let form = form(params)?;
-        authenticate_client(&state.index, &headers, &form)?;
+        let app = authenticate_client(&state.index, &headers, &form)?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        Ok::<_, OAuthError>(match inspect(&state.index, token, now()) {
+        // A client learns about the tokens of its own issuer only.
+        let own_issuer = state.index.issuer_url_of(&app);
+        let active = inspect(&state.index, token, now())
+            .filter(|active| own_issuer.as_deref() == Some(active.iss.as_str()));
+        Ok::<_, OAuthError>(match active {
             Some(active) => introspection(&active),
             None => json!({ "active": false }),
         })
@@ -185,6 +189,7 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, params: P
         && active.client_id == app.uid()
     {
         let revoked = RevokedToken {
+            issuer_url: active.iss.clone(),
             token_id: active.jti.clone(),
             expires_at: Timestamp::from_second(active.exp).unwrap_or(Timestamp::MAX),
         };

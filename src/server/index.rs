@@ -23,11 +23,14 @@ use kube::{
 
 use super::lookup::KeyIndex;
 use crate::{
-    api::{AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerSettings, TokenIssuer},
+    api::{
+        AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerKind, IssuerSettings,
+        TokenIssuer,
+    },
     controller::{
         issuer::{ISSUER_LABEL, key_secret_location},
-        issuer_ref::IssuerStores,
-        revocation::{REVOCATIONS_LABEL, shard_name},
+        issuer_ref::{IssuerStores, UrlClaimant},
+        revocation::{REVOCATIONS_LABEL, revocation_key, shard_name},
     },
     ready_gate::{ReadyGate, filled},
     token::{KEYRING_SECRET_KEY, Keyring},
@@ -50,7 +53,7 @@ pub struct Index {
     pub apps: Store<AppRegistration>,
     pub revocations: Store<ConfigMap>,
     pub operator_namespace: String,
-    /// AccessTokens by the ids of their current and superseded tokens.
+    /// AccessTokens by issuer and id of their current and superseded tokens.
     token_ids: KeyIndex<AccessToken>,
     /// AccessTokens by the fingerprints of their current and superseded tokens.
     token_hashes: KeyIndex<AccessToken>,
@@ -63,16 +66,25 @@ pub struct Index {
 /// A keyring and the resourceVersion of the Secret it was parsed from.
 type ParsedKeyring = (Option<String>, Arc<Keyring>);
 
+/// The index key of token `token_id` of the issuer `issuer_url`.
+fn token_key(issuer_url: &str, token_id: &str) -> String {
+    format!("{issuer_url} {token_id}")
+}
+
+/// The recorded tokens of an AccessToken, keyed by issuer and id; none
+/// without a record of what they were minted with.
 fn token_ids(token: &AccessToken) -> Vec<String> {
-    token
-        .status
+    let Some(status) = &token.status else {
+        return Vec::new();
+    };
+    let Some(minted) = &status.minted else {
+        return Vec::new();
+    };
+    status
+        .token_id
         .iter()
-        .flat_map(|s| {
-            s.token_id
-                .iter()
-                .cloned()
-                .chain(s.previous_tokens.iter().map(|p| p.token_id.clone()))
-        })
+        .chain(status.previous_tokens.iter().map(|p| &p.token_id))
+        .map(|id| token_key(&minted.issuer_url, id))
         .collect()
 }
 
@@ -180,10 +192,11 @@ impl Index {
             .reflect(w3)
             .map(|_| ())
             .boxed(),
-            // Only the issuers' key Secrets, selected by label: their private
-            // keys sign the tokens of the token endpoint.
+            // Only the issuers' key Secrets, all in the operator's namespace
+            // and selected by label: their private keys sign the tokens of
+            // the token endpoint. No tenant's Secret is ever cached.
             watcher(
-                Api::<Secret>::all(client.clone()),
+                Api::<Secret>::namespaced(client.clone(), operator_namespace),
                 all().labels(ISSUER_LABEL),
             )
             .default_backoff()
@@ -274,49 +287,40 @@ impl Index {
         .await
     }
 
-    /// Every issuer whose issuer URL `wanted` accepts; only those are copied.
-    fn issuers_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<IssuerView> {
-        fn matching<I: Issuer>(
-            issuers: Vec<Arc<I>>,
-            wanted: &impl Fn(&str) -> bool,
-            operator_namespace: &str,
-        ) -> impl Iterator<Item = IssuerView> {
-            issuers
-                .into_iter()
-                .filter(|i| wanted(&i.settings().issuer_url))
-                .map(|i| IssuerView {
-                    settings: i.settings().clone(),
-                    key_secret: key_secret_location(i.as_ref(), operator_namespace),
-                })
+    /// The view of the issuer `claimant` names, if it is watched.
+    fn view_of(&self, claimant: &UrlClaimant) -> Option<IssuerView> {
+        fn view<I: Issuer>(issuer: Arc<I>, operator_namespace: &str) -> IssuerView {
+            IssuerView {
+                settings: issuer.settings().clone(),
+                key_secret: key_secret_location(issuer.as_ref(), operator_namespace),
+            }
         }
         let namespace = &self.operator_namespace;
-        matching(self.issuers.cluster_issuers.state(), &wanted, namespace)
-            .chain(matching(
-                self.issuers.token_issuers.state(),
-                &wanted,
-                namespace,
-            ))
-            .collect()
-    }
-
-    /// The issuer whose `issuerURL` has this path (and host, when several do).
-    pub fn issuer_by_path(&self, host: Option<&str>, path: &str) -> Option<IssuerView> {
-        let normalized = |p: &str| p.trim_end_matches('/').to_string();
-        let wanted = normalized(path);
-        let mut matches =
-            self.issuers_where(|url| url_path(url).is_some_and(|p| normalized(p) == wanted));
-        if matches.len() > 1
-            && let Some(host) = host
-        {
-            matches.retain(|v| url_host(&v.settings.issuer_url) == Some(host));
+        match (claimant.kind, &claimant.namespace) {
+            (IssuerKind::ClusterTokenIssuer, _) => self
+                .issuers
+                .cluster_issuers
+                .get(&ObjectRef::new(&claimant.name))
+                .map(|i| view(i, namespace)),
+            (IssuerKind::TokenIssuer, Some(within)) => self
+                .issuers
+                .token_issuers
+                .get(&ObjectRef::new(&claimant.name).within(within))
+                .map(|i| view(i, namespace)),
+            (IssuerKind::TokenIssuer, None) => None,
         }
-        (matches.len() == 1).then(|| matches.remove(0))
     }
 
-    /// The issuer whose `issuerURL` is exactly `iss`.
+    /// The issuer served at this path (the one that owns its URL's path).
+    pub fn issuer_by_path(&self, path: &str) -> Option<IssuerView> {
+        let url = format!("https://host{path}");
+        self.view_of(&self.issuers.url_owner_of(&url)?)
+    }
+
+    /// The issuer whose `issuerURL` is exactly `iss`, if it is served.
     pub fn issuer_by_url(&self, iss: &str) -> Option<IssuerView> {
-        let mut matches = self.issuers_where(|url| url == iss);
-        (matches.len() == 1).then(|| matches.remove(0))
+        let issuer = self.view_of(&self.issuers.url_owner_of(iss)?)?;
+        (issuer.settings.issuer_url == iss).then_some(issuer)
     }
 
     /// The keys of an issuer, from its key Secret; parsed once per version
@@ -342,19 +346,27 @@ impl Index {
         Some(keyring)
     }
 
+    /// The issuer URL of the issuer `app` names, when it resolves.
+    pub fn issuer_url_of(&self, app: &AppRegistration) -> Option<String> {
+        let namespace = app.namespace()?;
+        self.issuers
+            .resolve(&app.spec.issuer_ref(), &namespace, &self.operator_namespace)
+            .ok()
+            .map(|issuer| issuer.settings.issuer_url)
+    }
+
     /// The AppRegistration whose client id is `client_id`.
     pub fn app(&self, client_id: &str) -> Option<Arc<AppRegistration>> {
         let app = self.apps.get(&self.clients.get(client_id)?)?;
         (app.uid().as_deref() == Some(client_id)).then_some(app)
     }
 
-    /// The AccessToken a token id belongs to (current or superseded token).
-    pub fn access_token_by_id(&self, token_id: &str) -> Option<Arc<AccessToken>> {
-        let token = self.access_tokens.get(&self.token_ids.get(token_id)?)?;
-        token_ids(&token)
-            .iter()
-            .any(|id| id == token_id)
-            .then_some(token)
+    /// The AccessToken whose record holds token `token_id` of the issuer
+    /// `issuer_url` (current or superseded token).
+    pub fn access_token_by_id(&self, issuer_url: &str, token_id: &str) -> Option<Arc<AccessToken>> {
+        let key = token_key(issuer_url, token_id);
+        let token = self.access_tokens.get(&self.token_ids.get(&key)?)?;
+        token_ids(&token).contains(&key).then_some(token)
     }
 
     /// The AccessToken holding the opaque token with this fingerprint, and its id.
@@ -394,43 +406,13 @@ impl Index {
             .min()
     }
 
-    /// Whether the revocation record holds `token_id`.
-    pub fn is_revoked(&self, token_id: &str) -> bool {
+    /// Whether the revocation record holds token `token_id` of the issuer
+    /// `issuer_url`.
+    pub fn is_revoked(&self, issuer_url: &str, token_id: &str) -> bool {
+        let key = revocation_key(issuer_url, token_id);
         self.revocations
-            .get(&ObjectRef::new(&shard_name(token_id)).within(&self.operator_namespace))
-            .and_then(|cm| cm.data.as_ref().map(|d| d.contains_key(token_id)))
+            .get(&ObjectRef::new(&shard_name(&key)).within(&self.operator_namespace))
+            .and_then(|cm| cm.data.as_ref().map(|d| d.contains_key(&key)))
             .unwrap_or(false)
-    }
-}
-
-fn url_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    Some(rest.find('/').map_or("", |i| &rest[i..]))
-}
-
-fn url_host(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    Some(rest.split('/').next().unwrap_or(rest))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_issuer_urls() {
-        assert_eq!(
-            url_path("https://tokens.example/issuers/default"),
-            Some("/issuers/default")
-        );
-        assert_eq!(url_path("https://tokens.example"), Some(""));
-        assert_eq!(
-            url_host("https://tokens.example:8443/x"),
-            Some("tokens.example:8443")
-        );
     }
 }

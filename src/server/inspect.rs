@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::index::Index;
 use crate::{
-    controller::access_token::default_subject,
-    token::{AccessTokenClaims, fingerprint, verify_jwt},
+    api::MintedClaims,
+    token::{AccessTokenClaims, fingerprint, is_endpoint_token_id, verify_jwt},
 };
 
 /// An active token, as RFC 7662 describes it.
@@ -18,8 +18,7 @@ pub struct ActiveToken {
     pub client_id: Option<String>,
     pub exp: i64,
     pub iat: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub iss: String,
     pub aud: Vec<String>,
     pub jti: String,
     /// Extra claims (for userinfo's email and name).
@@ -27,18 +26,23 @@ pub struct ActiveToken {
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// How long a JWT that names no record may still be active: the time for
+/// the status write that records a freshly minted token to reach this
+/// replica's watch (the Secret is written just before it).
+pub const RECORD_GRACE_SECONDS: i64 = 10;
+
 /// The active token `token` is, or `None` when it is unknown, malformed,
 /// expired, revoked, or belongs to a deleted AccessToken or AppRegistration.
 pub fn inspect(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
     let active = if token.split('.').count() == 3 {
-        inspect_jwt(index, token)?
+        inspect_jwt(index, token, now)?
     } else {
         inspect_opaque(index, token)?
     };
-    (active.exp > now && !index.is_revoked(&active.jti)).then_some(active)
+    (active.exp > now && !index.is_revoked(&active.iss, &active.jti)).then_some(active)
 }
 
-fn inspect_jwt(index: &Index, token: &str) -> Option<ActiveToken> {
+fn inspect_jwt(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
     // The issuer is chosen by the unverified `iss`; the signature is then
     // checked against that issuer's keys only.
     let unverified: AccessTokenClaims =
@@ -46,26 +50,26 @@ fn inspect_jwt(index: &Index, token: &str) -> Option<ActiveToken> {
     let issuer = index.issuer_by_url(&unverified.iss)?;
     let keyring = index.keyring(&issuer)?;
     let claims = verify_jwt(token, &keyring.jwks(), &issuer.settings.issuer_url, None, 0).ok()?;
-    match index.access_token_by_id(&claims.jti) {
-        // An AccessToken's token: its resource must not be revoked.
-        Some(resource) => {
-            let revoked = resource.spec.is_revoked();
-            let app_gone = resource.spec.app_ref.is_some()
-                && claims
-                    .client_id
-                    .as_deref()
-                    .is_none_or(|id| index.app(id).is_none());
-            if revoked || app_gone {
-                return None;
+    if is_endpoint_token_id(&claims.jti) {
+        // A token of the token endpoint: judged by signature, revocation
+        // and its app's existence.
+        index.app(claims.client_id.as_deref()?)?;
+    } else {
+        // An AccessToken's token: its record must hold it, under this issuer.
+        match index.access_token_by_id(&claims.iss, &claims.jti) {
+            Some(resource) => {
+                let minted = resource.status.as_ref()?.minted.as_ref()?;
+                if resource.spec.is_revoked() || app_gone(index, minted) {
+                    return None;
+                }
             }
-        }
-        // A token of the token endpoint, or one whose AccessToken the watch
-        // has not shown yet (the Secret is written before the status): a
-        // signature of ours and no revocation are enough, but an app's
-        // token also needs its app.
-        None => {
-            if let Some(id) = claims.client_id.as_deref() {
-                index.app(id)?;
+            // Minted a moment ago and not yet seen in the record, or the
+            // record is gone (an AccessToken deleted without its finalizer).
+            None if now - claims.iat > RECORD_GRACE_SECONDS => return None,
+            None => {
+                if let Some(id) = claims.client_id.as_deref() {
+                    index.app(id)?;
+                }
             }
         }
     }
@@ -75,19 +79,30 @@ fn inspect_jwt(index: &Index, token: &str) -> Option<ActiveToken> {
         client_id: claims.client_id,
         exp: claims.exp,
         iat: claims.iat,
-        iss: Some(claims.iss),
+        iss: claims.iss,
         aud: claims.aud,
         jti: claims.jti,
         extra: claims.extra,
     })
 }
 
+/// Whether the app a token was minted for no longer exists.
+fn app_gone(index: &Index, minted: &MintedClaims) -> bool {
+    minted
+        .client_id
+        .as_deref()
+        .is_some_and(|id| index.app(id).is_none())
+}
+
+/// An Opaque token is known only by its record: what it carries, until when,
+/// and under which issuer, which must still exist and serve its namespace.
 fn inspect_opaque(index: &Index, token: &str) -> Option<ActiveToken> {
     let (resource, token_id) = index.access_token_by_hash(&fingerprint(token))?;
     if resource.spec.is_revoked() {
         return None;
     }
     let status = resource.status.as_ref()?;
+    let minted = status.minted.as_ref()?;
     let (exp, iat) = if status.token_id.as_deref() == Some(token_id.as_str()) {
         (status.expires_at.as_ref()?.0, status.issued_at.as_ref()?.0)
     } else {
@@ -97,7 +112,8 @@ fn inspect_opaque(index: &Index, token: &str) -> Option<ActiveToken> {
             .find(|p| p.token_id == token_id)?;
         (previous.expires_at.0, previous.expires_at.0)
     };
-    let namespace = kube::ResourceExt::namespace(resource.as_ref()).unwrap_or_default();
+    let namespace = kube::ResourceExt::namespace(resource.as_ref())?;
+    // `issuerRef` is immutable, so it names the issuer that minted the token.
     let issuer = index
         .issuers
         .resolve(
@@ -105,42 +121,22 @@ fn inspect_opaque(index: &Index, token: &str) -> Option<ActiveToken> {
             &namespace,
             &index.operator_namespace,
         )
-        .ok();
-    let client_id = match &resource.spec.app_ref {
-        None => None,
-        Some(app) => {
-            let app = index
-                .apps
-                .get(&kube::runtime::reflector::ObjectRef::new(&app.name).within(&namespace))?;
-            Some(kube::ResourceExt::uid(app.as_ref())?)
-        }
-    };
-    let sub = if resource.spec.is_userless() {
-        token_id.clone()
-    } else {
-        resource.spec.subject.clone().unwrap_or_else(|| {
-            default_subject(&namespace, &kube::ResourceExt::name_any(resource.as_ref()))
-        })
-    };
-    let aud = match (&issuer, resource.spec.audiences.is_empty()) {
-        (_, false) => resource.spec.audiences.clone(),
-        (Some(i), true) => i.settings.audiences().to_vec(),
-        (None, true) => Vec::new(),
-    };
+        .ok()?;
+    if issuer.settings.issuer_url != minted.issuer_url || app_gone(index, minted) {
+        return None;
+    }
     Some(ActiveToken {
-        sub,
-        scope: resource.spec.scopes.clone(),
-        client_id,
+        sub: minted.subject_of(&token_id),
+        scope: minted.scopes.clone(),
+        client_id: minted.client_id.clone(),
         exp: exp.as_second(),
         iat: iat.as_second(),
-        iss: issuer.map(|i| i.settings.issuer_url),
-        aud,
+        iss: minted.issuer_url.clone(),
+        aud: minted.audiences.clone(),
         jti: token_id,
-        extra: resource
-            .spec
+        extra: minted
             .claims
             .iter()
-            .flatten()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect(),
     })

@@ -1,6 +1,10 @@
 //! Secondary indexes over watched objects: find an object by a key (a token
 //! id, a token hash, a client id) without scanning the whole store, so a
 //! request costs the same with ten tokens or fifty thousand.
+//!
+//! A key claimed by two objects finds neither: whichever answer the index
+//! gave would be a guess, and a guess could hand one object's token to
+//! another. The clash is logged once, when it appears.
 
 use std::{
     collections::HashMap,
@@ -12,9 +16,11 @@ use kube::{
     Resource,
     runtime::{reflector::ObjectRef, watcher},
 };
+use tracing::warn;
 
 struct Entries<K: Resource<DynamicType = ()>> {
-    by_key: HashMap<String, ObjectRef<K>>,
+    /// The objects claiming each key; more than one is a clash.
+    by_key: HashMap<String, Vec<ObjectRef<K>>>,
     keys_of_object: HashMap<ObjectRef<K>, Vec<String>>,
 }
 
@@ -33,8 +39,11 @@ where
 {
     fn remove(&mut self, object: &ObjectRef<K>) {
         for key in self.keys_of_object.remove(object).unwrap_or_default() {
-            if self.by_key.get(&key) == Some(object) {
-                self.by_key.remove(&key);
+            if let Some(claimants) = self.by_key.get_mut(&key) {
+                claimants.retain(|o| o != object);
+                if claimants.is_empty() {
+                    self.by_key.remove(&key);
+                }
             }
         }
     }
@@ -42,7 +51,17 @@ where
     fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) {
         self.remove(&object);
         for key in &keys {
-            self.by_key.insert(key.clone(), object.clone());
+            let claimants = self.by_key.entry(key.clone()).or_default();
+            if !claimants.contains(&object) {
+                claimants.push(object.clone());
+            }
+            if claimants.len() == 2 {
+                warn!(
+                    first = %claimants[0],
+                    second = %claimants[1],
+                    "two objects claim the same token key; neither is served by it"
+                );
+            }
         }
         self.keys_of_object.insert(object, keys);
     }
@@ -110,7 +129,10 @@ where
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.live.by_key.get(key).cloned()
+        match state.live.by_key.get(key).map(Vec::as_slice) {
+            Some([only]) => Some(only.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -154,6 +176,20 @@ mod tests {
         assert_eq!(index.get("z").unwrap().name, "a");
         index.apply(&watcher::Event::Delete(config_map("a", &["y", "z"])));
         assert!(index.get("y").is_none());
+    }
+
+    #[test]
+    fn a_key_claimed_twice_finds_neither_until_one_lets_go() {
+        let index = index();
+        index.apply(&watcher::Event::Apply(config_map(
+            "victim",
+            &["shared", "v"],
+        )));
+        index.apply(&watcher::Event::Apply(config_map("copy", &["shared"])));
+        assert!(index.get("shared").is_none());
+        assert_eq!(index.get("v").unwrap().name, "victim");
+        index.apply(&watcher::Event::Delete(config_map("copy", &["shared"])));
+        assert_eq!(index.get("shared").unwrap().name, "victim");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::{index::Index, oauth::OAuthError};
 use crate::{
     api::AppRegistration,
-    token::{AccessTokenClaims, new_token_id, sign_jwt},
+    token::{AccessTokenClaims, new_endpoint_token_id, sign_jwt},
 };
 
 /// A freshly signed access token.
@@ -89,6 +89,17 @@ pub fn mint(
     } else {
         app.spec.audiences.clone()
     };
+    if let Some(patterns) = &issuer.settings.allowed_audiences
+        && let Some(audience) = aud.iter().find(|a| {
+            !patterns
+                .iter()
+                .any(|p| wildmatch::WildMatch::new(p).matches(a))
+        })
+    {
+        return Err(OAuthError::unauthorized_client(format!(
+            "audience {audience:?} of the app is not allowed by its issuer"
+        )));
+    }
     let claims = AccessTokenClaims {
         iss: issuer.settings.issuer_url.clone(),
         sub: subject,
@@ -96,7 +107,7 @@ pub fn mint(
         exp: iat + lifetime.as_secs() as i64,
         iat,
         nbf: iat,
-        jti: new_token_id(),
+        jti: new_endpoint_token_id(),
         scope: scopes.join(" "),
         client_id: Some(client_id),
         extra: Default::default(),

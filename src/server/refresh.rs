@@ -1,7 +1,8 @@
 //! Refresh-token chains, stored in the cluster: one Secret per chain in the
-//! app's namespace, owned by the AppRegistration (so deleting the app lets
-//! the garbage collector remove its chains), holding hashes only. Expired
-//! chains are pruned by the AppRegistration reconciler. Rotation
+//! operator's namespace (a chain says whose identity its tokens carry, so it
+//! lives where no tenant can write), labelled with its app's client id and
+//! holding hashes only. Expired chains, and those of deleted apps, are pruned
+//! by the AppRegistration reconciler. Rotation
 //! replaces the Secret with a resourceVersion precondition, so of two
 //! concurrent uses of one refresh token exactly one wins and the other is
 //! judged again, as the reuse it is.
@@ -14,7 +15,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
     jiff::Timestamp,
 };
-use kube::{Api, Client, Resource, ResourceExt, api::PostParams};
+use kube::{Api, ResourceExt, api::PostParams};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -29,7 +30,8 @@ use crate::{
     controller::{
         MANAGED_BY,
         refresh_chains::{
-            CHAIN_CLIENT_LABEL, CHAIN_EXPIRES_ANNOTATION, CHAIN_SECRET_TYPE, chain_secret_name,
+            CHAIN_APP_NAME_ANNOTATION, CHAIN_APP_NAMESPACE_ANNOTATION, CHAIN_CLIENT_LABEL,
+            CHAIN_EXPIRES_ANNOTATION, CHAIN_SECRET_TYPE, chain_secret_name,
         },
         revocation::RevokedToken,
     },
@@ -59,10 +61,9 @@ struct Chains {
 }
 
 impl Chains {
-    fn of(client: &Client, app: &AppRegistration) -> Self {
-        let namespace = app.namespace().unwrap_or_default();
+    fn of(state: &AppState) -> Self {
         Self {
-            api: Api::namespaced(client.clone(), &namespace),
+            api: Api::namespaced(state.client.clone(), &state.index.operator_namespace),
         }
     }
 
@@ -75,13 +76,14 @@ impl Chains {
                     (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
                     (CHAIN_CLIENT_LABEL.to_string(), chain.client_id.clone()),
                 ])),
-                annotations: Some(BTreeMap::from([(
-                    CHAIN_EXPIRES_ANNOTATION.to_string(),
-                    expires_at.to_string(),
-                )])),
-                // Not the controller: the app's Secret is; deleting the app still
-                // lets the garbage collector remove its chains.
-                owner_references: app.owner_ref(&()).map(|owner| vec![owner]),
+                annotations: Some(BTreeMap::from([
+                    (CHAIN_EXPIRES_ANNOTATION.to_string(), expires_at.to_string()),
+                    (
+                        CHAIN_APP_NAMESPACE_ANNOTATION.to_string(),
+                        app.namespace().unwrap_or_default(),
+                    ),
+                    (CHAIN_APP_NAME_ANNOTATION.to_string(), app.name_any()),
+                ])),
                 ..Default::default()
             },
             type_: Some(CHAIN_SECRET_TYPE.into()),
@@ -214,10 +216,12 @@ pub async fn start_chain(
         now + refresh_lifetime(app)?,
     );
     chain.subject_uid = subject_uid;
-    chain.issued(minted.claims.jti.clone(), minted.claims.exp);
-    Chains::of(&state.client, app)
-        .create(app, &chain_id, &chain)
-        .await?;
+    chain.issued(
+        minted.claims.iss.clone(),
+        minted.claims.jti.clone(),
+        minted.claims.exp,
+    );
+    Chains::of(state).create(app, &chain_id, &chain).await?;
     Ok(token)
 }
 
@@ -232,7 +236,7 @@ pub async fn refresh(
     let invalid = || invalid_grant("the refresh token is invalid, expired or revoked");
     let chain_id = chain_id_of(token).ok_or_else(invalid)?;
     let client_id = app.uid().unwrap_or_default();
-    let chains = Chains::of(&state.client, app);
+    let chains = Chains::of(state);
     for _ in 0..ROTATION_ATTEMPTS {
         let Some((mut chain, version)) = chains.get(chain_id).await? else {
             return Err(invalid());
@@ -262,7 +266,11 @@ pub async fn refresh(
                 let minted = mint(&state.index, app, chain.subject.clone(), &scopes)?;
                 let next = new_refresh_token(chain_id);
                 chain.rotate(&next, now + refresh_lifetime(app)?, now);
-                chain.issued(minted.claims.jti.clone(), minted.claims.exp);
+                chain.issued(
+                    minted.claims.iss.clone(),
+                    minted.claims.jti.clone(),
+                    minted.claims.exp,
+                );
                 if chains.replace(app, chain_id, &chain, version).await? {
                     info!(client_id = %client_id, jti = %minted.claims.jti, "refresh token rotated");
                     return Ok(token_response(&minted, Some(&next), &[]));
@@ -314,7 +322,7 @@ pub async fn revoke(
     let Some(chain_id) = chain_id_of(token) else {
         return Ok(());
     };
-    let chains = Chains::of(&state.client, app);
+    let chains = Chains::of(state);
     let Some((chain, _)) = chains.get(chain_id).await? else {
         return Ok(());
     };
@@ -340,6 +348,7 @@ async fn revoke_chain(
         .access_tokens
         .iter()
         .map(|t| RevokedToken {
+            issuer_url: t.issuer_url.clone(),
             token_id: t.token_id.clone(),
             expires_at: Timestamp::from_second(t.expires_at).unwrap_or(Timestamp::MAX),
         })

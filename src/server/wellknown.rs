@@ -15,11 +15,9 @@ const JWKS: &str = "/.well-known/jwks.json";
 
 /// Serves discovery and JWKS for whichever issuer the path names.
 pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
+    // Only the path picks the issuer: it is unique in the cluster, while
+    // the host may come as `Host` or (HTTP/2) `:authority`.
     let path = request.uri().path();
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
     let (prefix, document) = if let Some(prefix) = path.strip_suffix(DISCOVERY) {
         (prefix, Document::Discovery)
     } else if let Some(prefix) = path.strip_suffix(JWKS) {
@@ -27,7 +25,7 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
     } else {
         return not_found("no such endpoint");
     };
-    let Some(issuer) = state.index.issuer_by_path(host, prefix) else {
+    let Some(issuer) = state.index.issuer_by_path(prefix) else {
         return not_found("no issuer is served at this path");
     };
     match document {

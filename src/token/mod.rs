@@ -48,6 +48,22 @@ pub fn new_token_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
 
+/// What the id of every token minted by the token endpoint starts with. A
+/// `.` never occurs in [`new_token_id`]'s alphabet, so an AccessToken's
+/// token can never pass for one (the id is inside the signed claims).
+pub const ENDPOINT_TOKEN_ID_PREFIX: &str = "oauth.";
+
+/// A fresh token id for a token of the token endpoint.
+pub fn new_endpoint_token_id() -> String {
+    format!("{ENDPOINT_TOKEN_ID_PREFIX}{}", new_token_id())
+}
+
+/// Whether `token_id` is that of a token minted by the token endpoint
+/// (rather than of an AccessToken, which must have a record).
+pub fn is_endpoint_token_id(token_id: &str) -> bool {
+    token_id.starts_with(ENDPOINT_TOKEN_ID_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +86,7 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
+        assert!(!is_endpoint_token_id(&a));
+        assert!(is_endpoint_token_id(&new_endpoint_token_id()));
     }
 }

@@ -56,6 +56,9 @@ pub struct HashedToken {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedAccessToken {
+    /// The `iss` of the token.
+    #[serde(default)]
+    pub issuer_url: String,
     pub token_id: String,
     /// Unix seconds.
     pub expires_at: i64,
@@ -153,8 +156,9 @@ impl RefreshChain {
     }
 
     /// Remembers an access token issued through the chain.
-    pub fn issued(&mut self, token_id: String, expires_at: i64) {
+    pub fn issued(&mut self, issuer_url: String, token_id: String, expires_at: i64) {
         self.access_tokens.push(IssuedAccessToken {
+            issuer_url,
             token_id,
             expires_at,
         });
@@ -239,8 +243,8 @@ mod tests {
         let id = new_chain_id();
         let first = new_refresh_token(&id);
         let mut chain = chain(&first);
-        chain.issued("a".into(), 500);
-        chain.issued("b".into(), 1_500);
+        chain.issued("iss".into(), "a".into(), 500);
+        chain.issued("iss".into(), "b".into(), 1_500);
         chain.rotate(&new_refresh_token(&id), 2_000, 600);
         assert_eq!(chain.spent.len(), 1, "the spent token is valid until 1000");
         assert_eq!(chain.access_tokens.len(), 1);

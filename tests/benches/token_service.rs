@@ -12,15 +12,19 @@ use k8s_openapi::{
 use serde_json::json;
 use tokensmith::{
     api::{AccessToken, AppRegistration, SigningAlgorithm, TokenIssuer},
-    controller::issuer::ISSUER_LABEL,
+    controller::issuer::{ISSUER_LABEL, key_secret_location},
     server::{Index, inspect::inspect},
-    token::{AccessTokenClaims, KEYRING_SECRET_KEY, KeyPolicy, Keyring, plan_keys, sign_jwt},
+    token::{
+        AccessTokenClaims, KEYRING_SECRET_KEY, KeyPolicy, Keyring, new_endpoint_token_id,
+        plan_keys, sign_jwt,
+    },
 };
 
 /// An index holding `issuers` TokenIssuers, `tokens` AccessTokens and
-/// `apps` AppRegistrations; returns it with a JWT of one AccessToken and one
-/// of an app (as the token endpoint would mint), both signed by issuer 0.
-fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) {
+/// `apps` AppRegistrations; returns it with a JWT of one AccessToken, one
+/// of an app (as the token endpoint would mint), both signed by issuer 0,
+/// and one that claims an AccessToken no status records.
+fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String, String) {
     let (mut token_issuers, mut key_secrets, mut access_tokens, mut app_store) =
         (vec![], vec![], vec![], vec![]);
     let now = Timestamp::now();
@@ -42,11 +46,12 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) 
             "spec": { "issuerURL": format!("https://tokens.bench/issuers/{i}") },
         }))
         .unwrap();
+        let (key_namespace, key_name) = key_secret_location(&issuer, "tokensmith-system");
         token_issuers.push(issuer);
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
-                name: Some(format!("tokensmith-issuer-issuer-{i}")),
-                namespace: Some("bench".into()),
+                name: Some(key_name),
+                namespace: Some(key_namespace),
                 labels: Some([(ISSUER_LABEL.to_string(), format!("issuer-{i}"))].into()),
                 ..Default::default()
             },
@@ -62,12 +67,19 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) 
         key_secrets.push(secret);
     }
     let expires = (now + SignedDuration::from_hours(1)).to_string();
+    // Older than the grace window, so the AccessToken's token is judged by
+    // its record, as nearly all are.
+    let issued = now - SignedDuration::from_mins(5);
     for i in 0..tokens {
         let token: AccessToken = serde_json::from_value(json!({
             "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
             "metadata": { "name": format!("token-{i}"), "namespace": "bench", "uid": format!("t-{i}") },
             "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "issuer-0" }, "scopes": ["read"] },
-            "status": { "tokenID": format!("jti-{i}"), "expiresAt": expires, "issuedAt": now.to_string(), "tokenHash": format!("sha256:{i}") },
+            "status": {
+                "tokenID": format!("jti-{i}"), "expiresAt": expires, "issuedAt": issued.to_string(),
+                "tokenHash": format!("sha256:{i}"),
+                "minted": { "issuerURL": "https://tokens.bench/issuers/0", "scopes": ["read"] },
+            },
         }))
         .unwrap();
         access_tokens.push(token);
@@ -87,8 +99,8 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) 
         sub: "bench".into(),
         aud: vec![],
         exp: (now + SignedDuration::from_hours(1)).as_second(),
-        iat: now.as_second(),
-        nbf: now.as_second(),
+        iat: issued.as_second(),
+        nbf: issued.as_second(),
         jti,
         scope: "read".into(),
         client_id,
@@ -97,9 +109,13 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) 
     use secrecy::ExposeSecret;
     let resource_token = sign_jwt(&claims(format!("jti-{}", tokens / 2), None), &key);
     let app_token = sign_jwt(
-        &claims("endpoint".into(), Some(format!("client-{}", apps / 2))),
+        &claims(
+            new_endpoint_token_id(),
+            Some(format!("client-{}", apps / 2)),
+        ),
         &key,
     );
+    let unrecorded = sign_jwt(&claims("jti-nobody-recorded".into(), None), &key);
     let index = Index::from_objects(
         "tokensmith-system",
         token_issuers,
@@ -111,6 +127,7 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String) 
         index,
         resource_token.expose_secret().to_string(),
         app_token.expose_secret().to_string(),
+        unrecorded.expose_secret().to_string(),
     )
 }
 
@@ -141,7 +158,7 @@ fn main() {
         "issuers", "tokens", "apps", "AccessToken µs", "endpoint token µs"
     );
     for &(issuers, tokens, apps) in sizes {
-        let (index, resource_token, app_token) = index(issuers, tokens, apps);
+        let (index, resource_token, app_token, unrecorded) = index(issuers, tokens, apps);
         let now = Timestamp::now().as_second();
         assert!(
             inspect(&index, &resource_token, now).is_some(),
@@ -150,6 +167,10 @@ fn main() {
         assert!(
             inspect(&index, &app_token, now).is_some(),
             "the app's token is active"
+        );
+        assert!(
+            inspect(&index, &unrecorded, now).is_none(),
+            "a token no AccessToken records is inactive"
         );
         let a = per_call(iterations, || {
             black_box(inspect(&index, black_box(&resource_token), now));

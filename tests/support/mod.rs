@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod operator;
 pub mod resources;
 pub mod schemas;
+pub mod tenant;
 
 use std::{
     path::{Path, PathBuf},

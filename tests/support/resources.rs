@@ -129,12 +129,12 @@ pub async fn verify_with_token_issuer(
     issuer: &TokenIssuer,
     jwt: &str,
 ) -> Result<AccessTokenClaims, String> {
-    let keyring = issuer_keyring(
-        client,
-        namespace,
-        &format!("tokensmith-issuer-{}", kube::ResourceExt::name_any(issuer)),
-    )
-    .await;
+    let _ = namespace;
+    let (key_namespace, key_secret) = tokensmith::controller::issuer::key_secret_location(
+        issuer,
+        super::operator::OPERATOR_NAMESPACE,
+    );
+    let keyring = issuer_keyring(client, &key_namespace, &key_secret).await;
     verify_jwt(
         jwt,
         &keyring.jwks(),
@@ -143,4 +143,24 @@ pub async fn verify_with_token_issuer(
         0,
     )
     .map_err(|e| e.to_string())
+}
+
+/// Whether the revocation record (in the operator's namespace) holds token
+/// `token_id`, under whichever issuer: token ids are random, so the id alone
+/// names one token in a test.
+pub async fn is_recorded_as_revoked(client: &Client, token_id: &str) -> bool {
+    let suffix = format!(".{token_id}");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        client.clone(),
+        super::operator::OPERATOR_NAMESPACE,
+    )
+    .list(&kube::api::ListParams::default().labels("tokensmith.dev/revocations"))
+    .await
+    .map(|list| {
+        list.items
+            .iter()
+            .flat_map(|cm| cm.data.iter().flatten())
+            .any(|(key, _)| key.ends_with(&suffix))
+    })
+    .unwrap_or(false)
 }

@@ -34,10 +34,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use self::{
-    plan::{ClaimsInput, RecordedToken},
-    secret::TokenSecret,
-};
+use self::{plan::RecordedToken, secret::TokenSecret};
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_ready},
@@ -201,6 +198,17 @@ impl MintReason {
     }
 }
 
+/// What an AccessToken that can be served needs next.
+enum Next {
+    Mint(MintReason),
+    /// The recorded token stays; keep the Secret's metadata and the status in line.
+    Keep(Box<RecordedToken>),
+    /// The token reached its end and is not renewed.
+    Expire,
+    /// The Secret and the record disagree: look again without the caches.
+    Recheck,
+}
+
 struct Reconciler<'a> {
     token: &'a AccessToken,
     ctx: &'a Context,
@@ -209,6 +217,8 @@ struct Reconciler<'a> {
     uid: String,
     status: AccessTokenStatus,
     now: Timestamp,
+    /// Read straight from the API server rather than from the caches.
+    fresh: bool,
 }
 
 impl<'a> Reconciler<'a> {
@@ -223,9 +233,31 @@ impl<'a> Reconciler<'a> {
                 .ok_or(Error::MissingObjectKey("AccessToken", "metadata.uid"))?,
             status: token.status.clone().unwrap_or_default(),
             now: Timestamp::now(),
+            fresh: false,
             token,
             ctx,
         })
+    }
+
+    /// When the Secret does not hold the recorded token, either someone
+    /// changed it or a cache lags behind the operator's own last writes (the
+    /// Secret and the status are written one after the other). The API
+    /// server tells which: the reconcile is done again on what it says.
+    async fn recheck(&self) -> Result<Action> {
+        let api: Api<AccessToken> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let Some(token) = api.get_opt(&self.name).await? else {
+            return Ok(Action::await_change());
+        };
+        if token.uid().as_deref() != Some(self.uid.as_str())
+            || token.meta().deletion_timestamp.is_some()
+        {
+            return Ok(Action::await_change());
+        }
+        let fresh = Reconciler {
+            fresh: true,
+            ..Reconciler::new(&token, self.ctx)?
+        };
+        Box::pin(fresh.apply()).await
     }
 
     async fn apply(&self) -> Result<Action> {
@@ -236,23 +268,26 @@ impl<'a> Reconciler<'a> {
             return Ok(Action::await_change());
         }
         let secret_name = plan::secret_name(self.token);
-        let secret =
-            SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
-        let recorded = secret.recorded();
+        let secret = if self.fresh {
+            SecretState::fetch(self.ctx, &self.namespace, &secret_name, &self.uid).await?
+        } else {
+            SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?
+        };
+        let recorded = RecordedToken::from_status(&self.status);
 
         if let Some(problem) = self.ensure_bound_owner().await? {
             return self.blocked(problem, None).await;
         }
         if self.token.spec.is_revoked() {
             let why = "spec.revoked is true (set it to false to issue a new token)";
-            return self.revoke(&secret, recorded.as_ref(), why).await;
+            return self.revoke(&secret, why).await;
         }
         if let Some(app) = &self.token.spec.app_ref
             && self.app_client_id(&app.name).is_none()
         {
-            if self.status.token_id.is_some() || recorded.is_some() {
+            if self.status.token_id.is_some() {
                 let why = format!("AppRegistration {} (spec.appRef) was deleted", app.name);
-                return self.revoke(&secret, recorded.as_ref(), &why).await;
+                return self.revoke(&secret, &why).await;
             }
             let message = format!("AppRegistration {} (spec.appRef) not found", app.name);
             return self
@@ -277,17 +312,16 @@ impl<'a> Reconciler<'a> {
             Ok(issuer) => issuer,
             Err((readiness, retry)) => return self.blocked(readiness, retry).await,
         };
-        if let Some(scope) = plan::disallowed_scope(&self.token.spec, &issuer.settings) {
+        if let Some(violation) = plan::policy_violation(
+            &self.token.spec,
+            &issuer.settings,
+            &self.namespace,
+            &self.name,
+        ) {
             let message = format!(
-                "scope {scope:?} is not allowed by {} {} (allowedScopes: {})",
+                "{violation}: refused by {} {}",
                 issuer.kind.as_str(),
-                issuer.name,
-                issuer
-                    .settings
-                    .allowed_scopes
-                    .as_deref()
-                    .unwrap_or_default()
-                    .join(", ")
+                issuer.name
             );
             return self
                 .blocked(Readiness::not_ready(reason::INVALID_SPEC, message), None)
@@ -303,57 +337,48 @@ impl<'a> Reconciler<'a> {
         };
 
         let desired_hash = plan::spec_hash(&self.token.spec, &issuer.settings);
-        let minted_from = recorded
-            .as_ref()
-            .map(|r| r.spec_hash.clone())
-            .or_else(|| self.status.spec_hash.clone());
-        let spec_changed = minted_from.as_deref().is_some_and(|h| h != desired_hash);
-        let expires_at = recorded
-            .as_ref()
-            .map(|r| r.expires_at)
-            .or_else(|| self.status.expires_at.as_ref().map(|t| t.0));
-        let expired = expires_at.is_some_and(|e| e <= self.now);
         let never_renewed = !timing.renew || timing.expires_at.is_some();
         let was_revoked = self.ready_reason() == Some(reason::REVOKED);
 
-        let mint_reason = if was_revoked || (self.status.token_id.is_none() && recorded.is_none()) {
-            Some(MintReason::Initial)
-        } else if spec_changed {
-            Some(MintReason::SpecChanged)
-        } else if expired && never_renewed {
-            return self.expire(&secret).await;
-        } else if !secret.is_intact() {
-            Some(MintReason::SecretChanged)
-        } else {
-            let record = recorded.as_ref().expect("an intact Secret has a record");
-            let renew_at = renewal_time(
-                record.issued_at,
-                record.expires_at,
-                &timing,
-                &record.token_id,
-            )
-            .ok()
-            .flatten();
-            (expired || renew_at.is_some_and(|t| t <= self.now)).then_some(MintReason::Rotation)
+        // An owned Secret that does not hold the recorded token was changed
+        // by someone, or one of the caches lags behind our own writes.
+        let secret_disagrees = matches!(secret, SecretState::Ours(_))
+            && !recorded.as_ref().is_some_and(|r| secret.holds(r));
+        let next = match recorded {
+            _ if secret_disagrees && !self.fresh => Next::Recheck,
+            _ if was_revoked || self.status.token_id.is_none() => Next::Mint(MintReason::Initial),
+            // A status without a complete record (written before the record
+            // existed) is treated as a token minted from another spec.
+            None => Next::Mint(MintReason::SpecChanged),
+            Some(record) if record.spec_hash != desired_hash => Next::Mint(MintReason::SpecChanged),
+            Some(record) if record.expires_at <= self.now && never_renewed => Next::Expire,
+            Some(record) if !secret.holds(&record) => Next::Mint(MintReason::SecretChanged),
+            Some(record) => {
+                let renew_at = renewal_time(
+                    record.issued_at,
+                    record.expires_at,
+                    &timing,
+                    &record.token_id,
+                )
+                .ok()
+                .flatten();
+                let due = record.expires_at <= self.now || renew_at.is_some_and(|t| t <= self.now);
+                if due {
+                    Next::Mint(MintReason::Rotation)
+                } else {
+                    Next::Keep(Box::new(record))
+                }
+            }
         };
 
-        match mint_reason {
-            Some(reason) => {
-                self.mint(
-                    reason,
-                    &issuer,
-                    &timing,
-                    limits,
-                    desired_hash,
-                    &secret,
-                    recorded,
-                )
-                .await
+        match next {
+            Next::Mint(reason) => {
+                self.mint(reason, &issuer, &timing, limits, desired_hash, &secret)
+                    .await
             }
-            None => {
-                let record = recorded.expect("no mint only with an intact Secret");
-                self.keep(&secret, record, &timing, &issuer).await
-            }
+            Next::Keep(record) => self.keep(&secret, *record, &timing).await,
+            Next::Expire => self.expire(&secret).await,
+            Next::Recheck => self.recheck().await,
         }
     }
 
@@ -401,7 +426,6 @@ impl<'a> Reconciler<'a> {
     }
 
     /// Mints a new token into the Secret and records it.
-    #[allow(clippy::too_many_arguments)]
     async fn mint(
         &self,
         why: MintReason,
@@ -410,7 +434,6 @@ impl<'a> Reconciler<'a> {
         limits: LifetimeLimits,
         spec_hash: String,
         secret: &SecretState,
-        recorded: Option<RecordedToken>,
     ) -> Result<Action> {
         let token_id = new_token_id();
         let validity = match plan_validity(timing, limits, self.now, &token_id) {
@@ -446,21 +469,18 @@ impl<'a> Reconciler<'a> {
                 }
             },
         };
+        let minted = plan::minted_claims(
+            &self.token.spec,
+            &issuer.settings,
+            &self.namespace,
+            &self.name,
+            client_id,
+        );
         let (value, key_id) = match self.token.spec.format() {
             TokenFormat::Jwt => {
                 let key = self.signing_key(issuer).await?;
-                let claims = plan::claims(
-                    &self.token.spec,
-                    &issuer.settings,
-                    ClaimsInput {
-                        namespace: &self.namespace,
-                        name: &self.name,
-                        token_id: &token_id,
-                        issued_at: validity.issued_at,
-                        expires_at: validity.expires_at,
-                        client_id,
-                    },
-                );
+                let claims =
+                    plan::claims(&minted, &token_id, validity.issued_at, validity.expires_at);
                 (sign_jwt(&claims, &key), Some(key.kid.clone()))
             }
             TokenFormat::Opaque => {
@@ -473,12 +493,7 @@ impl<'a> Reconciler<'a> {
                 (new_opaque_token(prefix), None)
             }
         };
-        let revision = self
-            .status
-            .revision
-            .unwrap_or(0)
-            .max(recorded.as_ref().map_or(0, |r| r.revision))
-            + 1;
+        let revision = self.status.revision.unwrap_or(0) + 1;
         let record = RecordedToken {
             token_id: token_id.clone(),
             issued_at: validity.issued_at,
@@ -487,46 +502,39 @@ impl<'a> Reconciler<'a> {
             token_hash: fingerprint(value.expose_secret()),
             revision,
             spec_hash,
-            template_hash: Some(plan::template_hash(&self.token.spec)),
+            minted,
         };
 
         // The tokens this one replaces: revoked at once when they no longer
         // match the spec or were tampered with, else left to expire.
-        let replaced = self.live_tokens(recorded.as_ref());
+        let replaced = self.live_tokens();
         if why.revokes_previous() {
             self.ctx.revocations.revoke(&replaced, self.now).await?;
         }
-        secret::write(
-            self.ctx,
-            self.token,
-            &record,
-            Some(&value),
-            &issuer.settings,
-            secret,
-        )
-        .await?;
+        secret::write(self.ctx, self.token, &record, Some(&value), secret).await?;
 
-        let mut previous: Vec<PreviousToken> = self
-            .status
-            .previous_tokens
-            .iter()
-            .filter(|p| p.expires_at.0 > self.now)
-            .cloned()
-            .collect();
-        if !why.revokes_previous() {
-            for old in replaced.iter().filter(|t| t.token_id != token_id) {
-                if !previous.iter().any(|p| p.token_id == old.token_id) && old.expires_at > self.now
-                {
-                    previous.push(PreviousToken {
-                        token_id: old.token_id.clone(),
-                        expires_at: Time(old.expires_at),
-                        token_hash: self.hash_of(&old.token_id, recorded.as_ref()),
-                    });
-                }
-            }
+        // Superseded by rotation, they keep the claims of the current record
+        // (a rotation never changes what is minted).
+        let previous: Vec<PreviousToken> = if why != MintReason::Rotation {
+            Vec::new()
         } else {
-            previous.clear();
-        }
+            let current = self
+                .status
+                .token_id
+                .as_ref()
+                .zip(self.status.expires_at.as_ref());
+            self.status
+                .previous_tokens
+                .iter()
+                .cloned()
+                .chain(current.map(|(id, expires_at)| PreviousToken {
+                    token_id: id.clone(),
+                    expires_at: expires_at.clone(),
+                    token_hash: self.status.token_hash.clone(),
+                }))
+                .filter(|p| p.expires_at.0 > self.now && p.token_id != token_id)
+                .collect()
+        };
 
         let (reason, event_reason, note) = match why {
             MintReason::Initial => (
@@ -587,38 +595,19 @@ impl<'a> Reconciler<'a> {
         secret: &SecretState,
         record: RecordedToken,
         timing: &TimingPolicy,
-        issuer: &ResolvedIssuer,
     ) -> Result<Action> {
-        let template_hash = plan::template_hash(&self.token.spec);
-        if record.template_hash.as_deref() != Some(template_hash.as_str()) {
-            let updated = RecordedToken {
-                template_hash: Some(template_hash),
-                ..record.clone()
-            };
-            secret::write(
-                self.ctx,
-                self.token,
-                &updated,
-                None,
-                &issuer.settings,
-                secret,
-            )
-            .await?;
+        if secret.template_hash() != Some(plan::template_hash(&self.token.spec).as_str()) {
+            secret::write(self.ctx, self.token, &record, None, secret).await?;
         }
         let readiness = match ready_condition(&self.status.conditions) {
-            Some(c)
-                if c.status == "True"
-                    && self.status.token_id.as_deref() == Some(record.token_id.as_str()) =>
-            {
-                Readiness::ready(
-                    if c.reason == reason::ROTATED {
-                        reason::ROTATED
-                    } else {
-                        reason::ISSUED
-                    },
-                    c.message.clone(),
-                )
-            }
+            Some(c) if c.status == "True" => Readiness::ready(
+                if c.reason == reason::ROTATED {
+                    reason::ROTATED
+                } else {
+                    reason::ISSUED
+                },
+                c.message.clone(),
+            ),
             _ => Readiness::ready(
                 reason::ISSUED,
                 format!(
@@ -673,26 +662,16 @@ impl<'a> Reconciler<'a> {
 
     /// `spec.revoked: true`: revoke every live token and remove the Secret,
     /// keeping the resource as a record.
-    async fn revoke(
-        &self,
-        secret: &SecretState,
-        recorded: Option<&RecordedToken>,
-        why: &str,
-    ) -> Result<Action> {
+    async fn revoke(&self, secret: &SecretState, why: &str) -> Result<Action> {
         let already =
             self.ready_reason() == Some(reason::REVOKED) && matches!(secret, SecretState::Absent);
         if already {
             return Ok(Action::await_change());
         }
-        let live = self.live_tokens(recorded);
+        let live = self.live_tokens();
         self.ctx.revocations.revoke(&live, self.now).await?;
         delete_if_ours(self.ctx, &self.namespace, secret).await?;
         let mut status = self.status.clone();
-        if let Some(record) = recorded {
-            status.token_id = Some(record.token_id.clone());
-            status.expires_at = Some(Time(record.expires_at));
-            status.token_hash = Some(record.token_hash.clone());
-        }
         status.renewal_time = None;
         status.secret_name = None;
         status.previous_tokens.clear();
@@ -723,7 +702,7 @@ impl<'a> Reconciler<'a> {
         let secret_name = plan::secret_name(self.token);
         let secret =
             SecretState::observe(self.ctx, &self.namespace, &secret_name, &self.uid).await?;
-        let live = self.live_tokens(secret.recorded().as_ref());
+        let live = self.live_tokens();
         self.ctx.revocations.revoke(&live, self.now).await?;
         delete_if_ours(self.ctx, &self.namespace, &secret).await?;
         // Said once: a retry finds the Secret gone, and so does the deletion
@@ -746,39 +725,35 @@ impl<'a> Reconciler<'a> {
         Ok(Action::await_change())
     }
 
-    /// Every token of this AccessToken that has not expired: the one in the
-    /// Secret, the one the status names, and those superseded by rotation.
-    fn live_tokens(&self, recorded: Option<&RecordedToken>) -> Vec<RevokedToken> {
+    /// Every recorded token of this AccessToken that has not expired: the
+    /// current one and those superseded by rotation. Only the status is
+    /// read: a token id anywhere else may be someone else's.
+    fn live_tokens(&self) -> Vec<RevokedToken> {
+        let Some(minted) = &self.status.minted else {
+            // Without a record no token of this AccessToken is active.
+            return Vec::new();
+        };
+        let current = self
+            .status
+            .token_id
+            .as_ref()
+            .zip(self.status.expires_at.as_ref());
+        let previous = self
+            .status
+            .previous_tokens
+            .iter()
+            .map(|p| (&p.token_id, &p.expires_at));
         let mut tokens: Vec<RevokedToken> = Vec::new();
-        let mut add = |token_id: &str, expires_at: Timestamp| {
-            if expires_at > self.now && !tokens.iter().any(|t| t.token_id == token_id) {
+        for (token_id, expires_at) in current.into_iter().chain(previous) {
+            if expires_at.0 > self.now && !tokens.iter().any(|t| &t.token_id == token_id) {
                 tokens.push(RevokedToken {
-                    token_id: token_id.to_string(),
-                    expires_at,
+                    issuer_url: minted.issuer_url.clone(),
+                    token_id: token_id.clone(),
+                    expires_at: expires_at.0,
                 });
             }
-        };
-        if let Some(r) = recorded {
-            add(&r.token_id, r.expires_at);
-        }
-        if let (Some(id), Some(exp)) = (&self.status.token_id, &self.status.expires_at) {
-            add(id, exp.0);
-        }
-        for p in &self.status.previous_tokens {
-            add(&p.token_id, p.expires_at.0);
         }
         tokens
-    }
-
-    fn hash_of(&self, token_id: &str, recorded: Option<&RecordedToken>) -> Option<String> {
-        recorded
-            .filter(|r| r.token_id == token_id)
-            .map(|r| r.token_hash.clone())
-            .or_else(|| {
-                (self.status.token_id.as_deref() == Some(token_id))
-                    .then(|| self.status.token_hash.clone())
-                    .flatten()
-            })
     }
 
     fn status_from(
@@ -810,6 +785,7 @@ impl<'a> Reconciler<'a> {
             token_hash: Some(record.token_hash.clone()),
             previous_tokens,
             spec_hash: Some(record.spec_hash.clone()),
+            minted: Some(record.minted.clone()),
         }
     }
 

@@ -3,17 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::{
-    api::{AccessToken, AccessTokenSpec, ExpiryPolicy, IssuerSettings, TokenFormat},
+    api::{
+        AccessToken, AccessTokenSpec, AccessTokenStatus, ExpiryPolicy, IssuerSettings,
+        MintedClaims, TokenFormat,
+    },
     token::{AccessTokenClaims, TimingPolicy, fingerprint},
 };
 
-/// Annotations on the token's Secret. They record what the Secret holds, so
-/// that the status can always be derived from the Secret's metadata, even
-/// when a status write was lost.
+/// Annotations on the token's Secret. They say which token the Secret holds,
+/// for people and for the reconciler's "is this still our token" check; the
+/// record itself is the status, which tenants cannot write.
 pub mod annotation {
     pub const TOKEN_ID: &str = "tokensmith.dev/token-id";
     pub const ISSUED_AT: &str = "tokensmith.dev/issued-at";
@@ -74,17 +77,81 @@ pub fn timing_policy(spec: &AccessTokenSpec) -> Result<TimingPolicy, String> {
     })
 }
 
-/// The first requested scope the issuer does not allow, if any.
-pub fn disallowed_scope<'a>(spec: &'a AccessTokenSpec, issuer: &IssuerSettings) -> Option<&'a str> {
-    let patterns = issuer.allowed_scopes.as_ref()?;
-    spec.scopes
+/// Whether `value` matches one of the glob `patterns`, with `${namespace}`
+/// standing for `namespace`.
+fn matches_any(patterns: &[String], value: &str, namespace: &str) -> bool {
+    patterns
         .iter()
-        .find(|scope| {
-            !patterns
-                .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(scope))
-        })
-        .map(String::as_str)
+        .any(|p| wildmatch::WildMatch::new(&p.replace("${namespace}", namespace)).matches(value))
+}
+
+/// What of a spec the issuer's policy refuses, in words for the condition;
+/// `None` when the policy allows all of it. The subject checked is the one
+/// the token would carry (the default one included).
+pub fn policy_violation(
+    spec: &AccessTokenSpec,
+    issuer: &IssuerSettings,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
+    let list = |patterns: &[String]| patterns.join(", ");
+    if let Some(patterns) = &issuer.allowed_scopes
+        && let Some(scope) = spec
+            .scopes
+            .iter()
+            .find(|s| !matches_any(patterns, s, namespace))
+    {
+        return Some(format!(
+            "scope {scope:?} is not allowed (allowedScopes: {})",
+            list(patterns)
+        ));
+    }
+    if let Some(patterns) = &issuer.allowed_subjects
+        && !spec.is_userless()
+    {
+        let subject = spec
+            .subject
+            .clone()
+            .unwrap_or_else(|| default_subject(namespace, name));
+        if !matches_any(patterns, &subject, namespace) {
+            return Some(format!(
+                "subject {subject:?} is not allowed (allowedSubjects: {}, with ${{namespace}} = {namespace})",
+                list(patterns)
+            ));
+        }
+    }
+    if let Some(patterns) = &issuer.allowed_audiences
+        && let Some(audience) = audiences(spec, issuer)
+            .iter()
+            .find(|a| !matches_any(patterns, a, namespace))
+    {
+        return Some(format!(
+            "audience {audience:?} is not allowed (allowedAudiences: {})",
+            list(patterns)
+        ));
+    }
+    let claim_allowed = |claim: &str| match &issuer.allowed_claims {
+        Some(patterns) => matches_any(patterns, claim, namespace),
+        None => !crate::api::IDENTITY_CLAIMS.contains(&claim),
+    };
+    if let Some(claim) = spec
+        .claims
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !claim_allowed(k))
+    {
+        return Some(match &issuer.allowed_claims {
+            Some(patterns) => format!(
+                "claim {claim:?} is not allowed (allowedClaims: {})",
+                list(patterns)
+            ),
+            None => format!(
+                "claim {claim:?} carries an identity to verifiers and is allowed only when the issuer's allowedClaims names it"
+            ),
+        });
+    }
+    None
 }
 
 /// What a token is minted from. Any change here mints a new token; anything
@@ -127,49 +194,59 @@ pub fn template_hash(spec: &AccessTokenSpec) -> String {
     fingerprint(&serde_json::to_string(&spec.secret_template).expect("serializes"))
 }
 
-/// The claims of a JWT minted now.
-pub struct ClaimsInput<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub token_id: &'a str,
-    pub issued_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub client_id: Option<String>,
-}
-
-pub fn claims(
+/// What a token minted now from `spec` carries.
+pub fn minted_claims(
     spec: &AccessTokenSpec,
     issuer: &IssuerSettings,
-    input: ClaimsInput<'_>,
+    namespace: &str,
+    name: &str,
+    client_id: Option<String>,
+) -> MintedClaims {
+    MintedClaims {
+        issuer_url: issuer.issuer_url.clone(),
+        subject: (!spec.is_userless()).then(|| {
+            spec.subject
+                .clone()
+                .unwrap_or_else(|| default_subject(namespace, name))
+        }),
+        scopes: spec.scopes.clone(),
+        audiences: audiences(spec, issuer).to_vec(),
+        claims: spec.claims.clone().unwrap_or_default(),
+        client_id,
+    }
+}
+
+/// The JWT claims of the token `token_id`, valid from `issued_at` to
+/// `expires_at`, carrying `minted`.
+pub fn claims(
+    minted: &MintedClaims,
+    token_id: &str,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
 ) -> AccessTokenClaims {
-    let sub = if spec.is_userless() {
-        input.token_id.to_string()
-    } else {
-        spec.subject
-            .clone()
-            .unwrap_or_else(|| default_subject(input.namespace, input.name))
-    };
     AccessTokenClaims {
-        iss: issuer.issuer_url.clone(),
-        sub,
-        aud: audiences(spec, issuer).to_vec(),
-        exp: input.expires_at.as_second(),
-        iat: input.issued_at.as_second(),
-        nbf: input.issued_at.as_second(),
-        jti: input.token_id.to_string(),
-        scope: spec.scopes.join(" "),
-        client_id: input.client_id,
-        extra: spec
+        iss: minted.issuer_url.clone(),
+        sub: minted.subject_of(token_id),
+        aud: minted.audiences.clone(),
+        exp: expires_at.as_second(),
+        iat: issued_at.as_second(),
+        nbf: issued_at.as_second(),
+        jti: token_id.to_string(),
+        scope: minted.scopes.join(" "),
+        client_id: minted.client_id.clone(),
+        extra: minted
             .claims
             .iter()
-            .flatten()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect(),
     }
 }
 
-/// What the token Secret's annotations say it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The current token of an AccessToken, as the operator recorded it in the
+/// status. The Secret's annotations repeat it for people and for telling
+/// whether the Secret still holds this token; they are never read back as
+/// the record, since the Secret's namespace belongs to a tenant.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RecordedToken {
     pub token_id: String,
     pub issued_at: Timestamp,
@@ -178,27 +255,27 @@ pub struct RecordedToken {
     pub token_hash: String,
     pub revision: i64,
     pub spec_hash: String,
-    pub template_hash: Option<String>,
+    pub minted: MintedClaims,
 }
 
 impl RecordedToken {
-    /// Reads the record from a Secret's metadata; `None` when incomplete.
-    pub fn from_meta(meta: &ObjectMeta) -> Option<Self> {
-        let a = meta.annotations.as_ref()?;
-        let get = |k: &str| a.get(k).cloned();
+    /// The record of the current token in `status`; `None` when there is
+    /// none or it is incomplete.
+    pub fn from_status(status: &AccessTokenStatus) -> Option<Self> {
         Some(Self {
-            token_id: get(annotation::TOKEN_ID)?,
-            issued_at: get(annotation::ISSUED_AT)?.parse().ok()?,
-            expires_at: get(annotation::EXPIRES_AT)?.parse().ok()?,
-            key_id: get(annotation::KEY_ID),
-            token_hash: get(annotation::TOKEN_HASH)?,
-            revision: get(annotation::REVISION)?.parse().ok()?,
-            spec_hash: get(annotation::SPEC_HASH)?,
-            template_hash: get(annotation::TEMPLATE_HASH),
+            token_id: status.token_id.clone()?,
+            issued_at: status.issued_at.as_ref()?.0,
+            expires_at: status.expires_at.as_ref()?.0,
+            key_id: status.key_id.clone(),
+            token_hash: status.token_hash.clone()?,
+            revision: status.revision.unwrap_or(1),
+            spec_hash: status.spec_hash.clone()?,
+            minted: status.minted.clone()?,
         })
     }
 
-    pub fn annotations(&self) -> BTreeMap<String, String> {
+    /// The Secret's annotations describing this token, with `template_hash`.
+    pub fn annotations(&self, template_hash: &str) -> BTreeMap<String, String> {
         let mut a = BTreeMap::from([
             (annotation::TOKEN_ID.to_string(), self.token_id.clone()),
             (
@@ -212,12 +289,13 @@ impl RecordedToken {
             (annotation::TOKEN_HASH.to_string(), self.token_hash.clone()),
             (annotation::REVISION.to_string(), self.revision.to_string()),
             (annotation::SPEC_HASH.to_string(), self.spec_hash.clone()),
+            (
+                annotation::TEMPLATE_HASH.to_string(),
+                template_hash.to_string(),
+            ),
         ]);
         if let Some(kid) = &self.key_id {
             a.insert(annotation::KEY_ID.to_string(), kid.clone());
-        }
-        if let Some(hash) = &self.template_hash {
-            a.insert(annotation::TEMPLATE_HASH.to_string(), hash.clone());
         }
         a
     }
@@ -266,52 +344,139 @@ mod tests {
     }
 
     #[test]
-    fn scopes_are_checked_against_issuer_globs() {
-        assert_eq!(disallowed_scope(&spec(), &issuer()), None);
-        let mut s = spec();
-        s.scopes.push("admin".into());
-        assert_eq!(disallowed_scope(&s, &issuer()), Some("admin"));
-        let mut open = issuer();
-        open.allowed_scopes = None;
-        assert_eq!(disallowed_scope(&s, &open), None);
+    fn the_issuer_policy_judges_scopes_subjects_audiences_and_claims() {
+        let confined: IssuerSettings = serde_json::from_value(serde_json::json!({
+            "issuerURL": "https://tokens.example/default",
+            "allowedScopes": ["read_*", "scenarios:*"],
+            "allowedSubjects": ["system:accesstoken:${namespace}:*", "system:serviceaccount:${namespace}:*"],
+            "allowedAudiences": ["api.example", "*.team-a.example"],
+        }))
+        .unwrap();
+        let open: IssuerSettings =
+            serde_json::from_value(serde_json::json!({ "issuerURL": "https://open.example" }))
+                .unwrap();
+        let with = |extra: serde_json::Value| -> AccessTokenSpec {
+            let mut spec = serde_json::json!({ "scopes": ["read_scenarios"] });
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            serde_json::from_value(spec).unwrap()
+        };
+        // (spec, issuer, the words the refusal must hold, or None when allowed)
+        let cases: Vec<(AccessTokenSpec, &IssuerSettings, Option<&str>)> = vec![
+            (with(serde_json::json!({})), &confined, None),
+            (
+                with(serde_json::json!({ "scopes": ["admin"] })),
+                &confined,
+                Some("scope \"admin\""),
+            ),
+            (
+                with(serde_json::json!({ "subject": "system:serviceaccount:team-a:builder" })),
+                &confined,
+                None,
+            ),
+            (
+                with(serde_json::json!({ "subject": "system:accesstoken:team-b:victim" })),
+                &confined,
+                Some("allowedSubjects"),
+            ),
+            (
+                with(serde_json::json!({ "subject": "system:serviceaccount:kube-system:admin" })),
+                &confined,
+                Some("allowedSubjects"),
+            ),
+            (
+                with(serde_json::json!({ "userless": true })),
+                &confined,
+                None,
+            ),
+            (
+                with(serde_json::json!({ "audiences": ["https://kubernetes.default.svc"] })),
+                &confined,
+                Some("allowedAudiences"),
+            ),
+            (
+                with(serde_json::json!({ "audiences": ["x.team-a.example"] })),
+                &confined,
+                None,
+            ),
+            (
+                with(serde_json::json!({ "claims": { "team": "a" } })),
+                &confined,
+                None,
+            ),
+            (
+                with(serde_json::json!({ "claims": { "groups": "system:masters" } })),
+                &confined,
+                Some("\"groups\""),
+            ),
+            (
+                with(serde_json::json!({ "claims": { "email": "ceo@example.com" } })),
+                &open,
+                Some("allowedClaims"),
+            ),
+            (
+                with(serde_json::json!({ "subject": "anyone", "scopes": ["anything"] })),
+                &open,
+                None,
+            ),
+        ];
+        for (spec, issuer, refusal) in cases {
+            let verdict = policy_violation(&spec, issuer, "team-a", "ci");
+            match (refusal, &verdict) {
+                (None, None) => {}
+                (Some(words), Some(message)) if message.contains(words) => {}
+                _ => panic!("{spec:?}: expected {refusal:?}, got {verdict:?}"),
+            }
+        }
+        let mut named: IssuerSettings = open.clone();
+        named.allowed_claims = Some(vec!["email".into()]);
+        let email = with(serde_json::json!({ "claims": { "email": "ceo@example.com" } }));
+        assert_eq!(policy_violation(&email, &named, "team-a", "ci"), None);
     }
 
     #[test]
     fn claims_default_subject_audience_and_userless() {
-        let input = |id| ClaimsInput {
-            namespace: "team-a",
-            name: "ci",
-            token_id: id,
-            issued_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            expires_at: "2026-01-02T00:00:00Z".parse().unwrap(),
-            client_id: None,
-        };
-        let c = claims(&spec(), &issuer(), input("jti-1"));
+        let issued_at = "2026-01-01T00:00:00Z".parse().unwrap();
+        let expires_at = "2026-01-02T00:00:00Z".parse().unwrap();
+        let minted = minted_claims(&spec(), &issuer(), "team-a", "ci", None);
+        let c = claims(&minted, "jti-1", issued_at, expires_at);
         assert_eq!(c.sub, "system:accesstoken:team-a:ci");
         assert_eq!(c.aud, vec!["api.example"]);
         assert_eq!(c.scope, "read_scenarios scenarios:write");
         assert_eq!(c.exp - c.iat, 86_400);
         let mut userless = spec();
         userless.userless = Some(true);
-        assert_eq!(claims(&userless, &issuer(), input("jti-2")).sub, "jti-2");
+        let minted = minted_claims(&userless, &issuer(), "team-a", "ci", None);
+        assert_eq!(minted.subject, None);
+        assert_eq!(claims(&minted, "jti-2", issued_at, expires_at).sub, "jti-2");
     }
 
     #[test]
-    fn recorded_token_round_trips_through_annotations() {
-        let record = RecordedToken {
-            token_id: "id".into(),
-            issued_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            expires_at: "2026-01-02T00:00:00Z".parse().unwrap(),
-            key_id: Some("kid".into()),
-            token_hash: "sha256:00".into(),
-            revision: 3,
-            spec_hash: "sha256:11".into(),
-            template_hash: None,
+    fn the_record_comes_from_a_complete_status_only() {
+        let minted = minted_claims(&spec(), &issuer(), "team-a", "ci", None);
+        let status = AccessTokenStatus {
+            token_id: Some("id".into()),
+            issued_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+            )),
+            expires_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-02T00:00:00Z".parse().unwrap(),
+            )),
+            token_hash: Some("sha256:00".into()),
+            revision: Some(3),
+            spec_hash: Some("sha256:11".into()),
+            minted: Some(minted.clone()),
+            ..AccessTokenStatus::default()
         };
-        let meta = ObjectMeta {
-            annotations: Some(record.annotations()),
-            ..ObjectMeta::default()
+        let record = RecordedToken::from_status(&status).unwrap();
+        assert_eq!((record.revision, &record.minted), (3, &minted));
+        let annotations = record.annotations("sha256:22");
+        assert_eq!(annotations[annotation::TOKEN_HASH], "sha256:00");
+        let before_the_record = AccessTokenStatus {
+            minted: None,
+            ..status
         };
-        assert_eq!(RecordedToken::from_meta(&meta), Some(record));
+        assert_eq!(RecordedToken::from_status(&before_the_record), None);
     }
 }

@@ -10,9 +10,9 @@ use k8s_openapi::{
 use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::plan::{ACCESS_TOKEN_LABEL, RecordedToken, data};
+use super::plan::{ACCESS_TOKEN_LABEL, RecordedToken, annotation, data};
 use crate::{
-    api::{AccessToken, IssuerSettings},
+    api::AccessToken,
     controller::{
         Context, Error, MANAGED_BY, Result,
         managed_secret::{SecretState, controller_reference, data_is_intact, put},
@@ -21,26 +21,38 @@ use crate::{
 
 /// What an AccessToken needs to know of its Secret beyond ownership.
 pub trait TokenSecret {
-    /// What the Secret's annotations say it holds.
-    fn recorded(&self) -> Option<RecordedToken>;
-    /// Whether it still holds, untouched, the token its annotations describe.
-    fn is_intact(&self) -> bool;
+    /// Whether it still holds, untouched, the token `record` describes.
+    fn holds(&self, record: &RecordedToken) -> bool;
+    /// The hash of the `secretTemplate` it was last written with.
+    fn template_hash(&self) -> Option<&str>;
 }
 
 impl TokenSecret for SecretState {
-    fn recorded(&self) -> Option<RecordedToken> {
+    fn holds(&self, record: &RecordedToken) -> bool {
         match self {
-            Self::Ours(meta) => RecordedToken::from_meta(meta),
-            _ => None,
+            Self::Ours(meta) => {
+                let says = |key: &str| {
+                    meta.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(key))
+                        .map(String::as_str)
+                };
+                data_is_intact(meta, data::ALL)
+                    && says(annotation::TOKEN_ID) == Some(record.token_id.as_str())
+                    && says(annotation::TOKEN_HASH) == Some(record.token_hash.as_str())
+            }
+            _ => false,
         }
     }
 
-    fn is_intact(&self) -> bool {
+    fn template_hash(&self) -> Option<&str> {
         match self {
-            Self::Ours(meta) => {
-                data_is_intact(meta, data::ALL) && RecordedToken::from_meta(meta).is_some()
-            }
-            _ => false,
+            Self::Ours(meta) => meta
+                .annotations
+                .as_ref()?
+                .get(annotation::TEMPLATE_HASH)
+                .map(String::as_str),
+            _ => None,
         }
     }
 }
@@ -54,7 +66,6 @@ pub async fn write(
     token: &AccessToken,
     record: &RecordedToken,
     value: Option<&SecretString>,
-    issuer: &IssuerSettings,
     state: &SecretState,
 ) -> Result<()> {
     let namespace = token
@@ -63,7 +74,7 @@ pub async fn write(
     let name = super::plan::secret_name(token);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let data = match value {
-        Some(value) => token_data(token, record, value, issuer),
+        Some(value) => token_data(record, value),
         None => api.get(&name).await?.data.unwrap_or_default(),
     };
     let template = token.spec.secret_template.clone().unwrap_or_default();
@@ -71,7 +82,7 @@ pub async fn write(
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     labels.insert(ACCESS_TOKEN_LABEL.into(), token.name_any());
     let mut annotations = template.annotations.unwrap_or_default();
-    annotations.extend(record.annotations());
+    annotations.extend(record.annotations(&super::plan::template_hash(&token.spec)));
     let owner =
         controller_reference(token).ok_or(Error::MissingObjectKey("AccessToken", "metadata"))?;
     let secret = Secret {
@@ -90,12 +101,7 @@ pub async fn write(
     put(ctx, secret, state).await
 }
 
-fn token_data(
-    token: &AccessToken,
-    record: &RecordedToken,
-    value: &SecretString,
-    issuer: &IssuerSettings,
-) -> BTreeMap<String, ByteString> {
+fn token_data(record: &RecordedToken, value: &SecretString) -> BTreeMap<String, ByteString> {
     let text = |s: &str| ByteString(s.as_bytes().to_vec());
     BTreeMap::from([
         (data::TOKEN.into(), text(value.expose_secret())),
@@ -105,8 +111,8 @@ fn token_data(
             text(&record.expires_at.to_string()),
         ),
         (data::TOKEN_ID.into(), text(&record.token_id)),
-        (data::ISSUER.into(), text(&issuer.issuer_url)),
-        (data::SCOPES.into(), text(&token.spec.scopes.join(" "))),
+        (data::ISSUER.into(), text(&record.minted.issuer_url)),
+        (data::SCOPES.into(), text(&record.minted.scopes.join(" "))),
     ])
 }
 
