@@ -833,7 +833,9 @@ async fn rotation_restarts_the_listed_workloads() {
     apply(
         &deployments,
         "reader",
-        json!({ "spec": {
+        json!({
+            "metadata": { "annotations": { "tokensmith.dev/restart-allowed-by": "other, env-token" } },
+            "spec": {
             "selector": { "matchLabels": { "app": "reader" } },
             "template": {
                 "metadata": { "labels": { "app": "reader" } },
@@ -869,16 +871,16 @@ async fn rotation_restarts_the_listed_workloads() {
     )
     .await;
     assert!(restarted.metadata.generation.unwrap() >= 2);
+    let status = tokens.get("env-token").await.unwrap().status.unwrap();
+    assert_eq!(status.revision, Some(2), "the restart followed a rotation");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "RolloutRestart")
+        .expect("a RolloutRestart condition");
     assert_eq!(
-        tokens
-            .get("env-token")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .revision,
-        Some(2),
-        "the restart followed a rotation"
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "Restarted")
     );
 }
 

@@ -59,7 +59,17 @@ async fn invalid_access_tokens_are_refused_with_a_readable_message() {
         (
             "renewBefore not shorter than lifetime",
             json!({ "lifetime": "1h", "renewBefore": "1h" }),
-            "renewBefore must be shorter than lifetime",
+            "renewBefore must be at most 90% of lifetime",
+        ),
+        (
+            "renewBefore over 90% of lifetime",
+            json!({ "lifetime": "100s", "renewBefore": "91s" }),
+            "renewBefore must be at most 90% of lifetime",
+        ),
+        (
+            "renewBeforePercentage over 90",
+            json!({ "renewBeforePercentage": 91 }),
+            "should be less than or equal to 90",
         ),
         (
             "prefix on a JWT",

@@ -355,6 +355,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         ("patch", "deployments.apps".into(), &elsewhere[..]),
         ("patch", "statefulsets.apps".into(), &elsewhere[..]),
         ("patch", "daemonsets.apps".into(), &elsewhere[..]),
+        ("get", "deployments.apps".into(), &elsewhere[..]),
         (
             "create",
             "tokenreviews.authentication.k8s.io".into(),
@@ -382,7 +383,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         ("list", "configmaps", &elsewhere),
         ("patch", "configmaps", &elsewhere),
         ("create", "leases.coordination.k8s.io", &elsewhere),
-        ("get", "deployments.apps", &elsewhere),
+        ("update", "deployments.apps", &elsewhere),
         ("create", "pods", &elsewhere),
         ("delete", "namespaces", &all),
         ("create", "clusterroles.rbac.authorization.k8s.io", &all),

@@ -47,6 +47,7 @@ fn said(output: &Output) -> String {
 async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
     let served = Served::new("cli").await;
     let (operator, client, ns) = (served.operator, &served.client, &served.ns);
+    let issuer_url = served.issuer_url.clone();
     served_issuer(client, operator, &ns.name, "other").await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let spec = json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"], "lifetime": "2h" });
@@ -116,18 +117,59 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
     );
     let text = said(&verified);
     assert!(verified.status.success(), "{text}");
-    assert!(text.starts_with("valid:"), "{text}");
+    assert!(text.contains("valid:"), "{text}");
+    assert!(
+        text.contains("as recorded in the AccessToken's status"),
+        "says where the issuer came from: {text}"
+    );
     assert!(!text.contains(&jwt));
     let piped = tokensmith(
-        &["token", "verify", "--ca-file", ca, "--audience", "api.test"],
+        &[
+            "token",
+            "verify",
+            "--ca-file",
+            ca,
+            "--issuer",
+            &issuer_url,
+            "--audience",
+            "api.test",
+        ],
         Some(&jwt),
     );
     assert!(piped.status.success(), "{}", said(&piped));
+    // A raw token names its own issuer; that is not trusted.
+    let unpinned = tokensmith(&["token", "verify", "--ca-file", ca], Some(&jwt));
+    assert!(!unpinned.status.success());
+    assert!(
+        said(&unpinned).contains("pass --issuer"),
+        "{}",
+        said(&unpinned)
+    );
+    let plain_http = tokensmith(
+        &[
+            "token",
+            "verify",
+            "--issuer",
+            &issuer_url,
+            "--jwks-url",
+            &issuer_url.replace("https://", "http://"),
+        ],
+        Some(&jwt),
+    );
+    assert!(!plain_http.status.success());
+    assert!(
+        said(&plain_http).contains("only https"),
+        "{}",
+        said(&plain_http)
+    );
 
     let mut tampered = jwt.clone();
     let cut = tampered.len() - 4;
     tampered.replace_range(cut.., "AAAA");
-    let refused = tokensmith(&["token", "verify", "--ca-file", ca], Some(&tampered));
+    let refused = tokensmith(
+        &["token", "verify", "--ca-file", ca, "--issuer", &issuer_url],
+        Some(&tampered),
+    );
     assert!(!refused.status.success());
     assert!(said(&refused).contains("invalid:"), "{}", said(&refused));
     let wrong_audience = tokensmith(
@@ -136,6 +178,8 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
             "verify",
             "--ca-file",
             ca,
+            "--issuer",
+            &issuer_url,
             "--audience",
             "elsewhere",
         ],
@@ -153,6 +197,8 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
             "verify",
             "--ca-file",
             ca,
+            "--issuer",
+            &issuer_url,
             "--jwks-url",
             &other_jwks,
         ],

@@ -701,6 +701,7 @@ async fn a_hand_written_refresh_chain_is_refused() {
         vec![],
         &secrecy::SecretString::from(refresh.clone()),
         Timestamp::now().as_second() + 3600,
+        Timestamp::now().as_second() + 3600,
     );
     let forged = json!({
         "apiVersion": "v1",
@@ -954,5 +955,266 @@ async fn a_tenant_issuers_keys_go_with_it_even_without_its_finalizer() {
                 .then_some(())
         })
         .await;
+    }
+}
+
+/// Issue 10, line 1: a spec asking for constant renewal gets one mint per
+/// interval, not a loop.
+#[tokio::test]
+async fn a_spec_asking_for_constant_renewal_does_not_loop() {
+    let cluster = SharedCluster::new("loop").await;
+    let a = &cluster.a;
+    let (first, _) = cluster
+        .token(
+            a,
+            "eager",
+            json!({ "scopes": ["read_a"], "lifetime": "10s", "renewBefore": "9s" }),
+        )
+        .await;
+    let started = status_of(&first).issued_at.clone().unwrap().0;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let tokens: Api<AccessToken> = Api::namespaced(a.client.clone(), &a.ns.name);
+    let now = tokens.get("eager").await.unwrap();
+    let status = status_of(&now);
+    let elapsed = Timestamp::now().as_second() - started.as_second();
+    // One mint at the start, then at most one per 10 s.
+    let most = 1 + elapsed / 10;
+    assert!(
+        status.revision.unwrap() <= most,
+        "{} mints in {elapsed} s",
+        status.revision.unwrap()
+    );
+    assert!(status.previous_tokens.len() <= 10);
+    let renewal = status.renewal_time.clone().unwrap().0;
+    let issued = status.issued_at.clone().unwrap().0;
+    assert!(
+        renewal.as_second() - issued.as_second() >= 10,
+        "renewal {renewal} comes at least 10 s after issue {issued}"
+    );
+}
+
+/// Issue 10, line 3: a JWT must be typed as an access token and live no
+/// longer than its issuer allows, and no OAuth parameter may come twice.
+#[tokio::test]
+async fn verification_refuses_untyped_overlong_tokens_and_repeated_parameters() {
+    let cluster = SharedCluster::new("verify").await;
+    let a = &cluster.a;
+    let own_url = served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
+    let own_ref = json!({ "kind": "TokenIssuer", "name": "own" });
+    let client = app(
+        &a.client,
+        &a.ns.name,
+        "client",
+        json!({ "issuerRef": own_ref }),
+    )
+    .await;
+    let own: TokenIssuer = Api::namespaced(a.client.clone(), &a.ns.name)
+        .get("own")
+        .await
+        .unwrap();
+    let keyring =
+        signing_keyring(&cluster.admin, &own.status.unwrap().active_key_id.unwrap()).await;
+    let key = keyring.active_signing_key().unwrap().unwrap();
+    let now = Timestamp::now().as_second();
+    let claims = |lifetime: i64| AccessTokenClaims {
+        iss: own_url.clone(),
+        sub: client.0.clone(),
+        aud: vec![],
+        exp: now + lifetime,
+        iat: now,
+        nbf: now,
+        jti: tokensmith::token::new_endpoint_token_id(),
+        scope: String::new(),
+        client_id: Some(client.0.clone()),
+        extra: Default::default(),
+    };
+    let signed = |claims: &AccessTokenClaims| {
+        secrecy::ExposeSecret::expose_secret(&sign_jwt(claims, &key)).to_string()
+    };
+    // What the token endpoint itself would sign: active.
+    let proper = signed(&claims(600));
+    assert_eq!(cluster.introspect(&client, &proper).await["active"], true);
+    // The same claims without `typ: at+jwt`.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    let untyped = jsonwebtoken::encode(&header, &claims(600), key.encoding_key()).unwrap();
+    assert_eq!(cluster.introspect(&client, &untyped).await["active"], false);
+    // Valid for a century, far past the issuer's maxLifetime.
+    let century = signed(&claims(100 * 365 * 86_400));
+    assert_eq!(cluster.introspect(&client, &century).await["active"], false);
+
+    // RFC 6749 §3.1: a repeated parameter is refused, whichever copy differs.
+    let response = cluster
+        .http
+        .post(format!("{}/oauth/introspect", cluster.operator.url))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", "whatever"), ("token", proper.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    let (status, body) = token_request(
+        &cluster.http,
+        cluster.operator,
+        &client,
+        &[
+            ("grant_type", "client_credentials"),
+            ("grant_type", "client_credentials"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}
+
+/// Issue 10, line 4: an AccessToken restarts only workloads that name it.
+#[tokio::test]
+async fn rotation_restarts_no_workload_that_did_not_opt_in() {
+    let cluster = SharedCluster::new("deputy").await;
+    let a = &cluster.a;
+    // Created by someone else: the tenant has no rights on Deployments.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(cluster.admin.clone(), &a.ns.name);
+    apply(
+        &deployments,
+        "payments",
+        json!({ "spec": {
+            "selector": { "matchLabels": { "app": "payments" } },
+            "template": {
+                "metadata": { "labels": { "app": "payments" } },
+                "spec": { "containers": [{ "name": "app", "image": "example.invalid/payments:1" }] },
+            },
+        }}),
+    )
+    .await;
+    assert!(
+        !a.kubectl(&["auth", "can-i", "patch", "deployments"])
+            .status
+            .success(),
+        "the tenant may not restart it directly"
+    );
+    cluster
+        .token(
+            a,
+            "deputy",
+            json!({
+                "scopes": ["read_a"],
+                "lifetime": "12s",
+                "rolloutRestartTargets": [{ "kind": "Deployment", "name": "payments" }],
+            }),
+        )
+        .await;
+    let tokens: Api<AccessToken> = Api::namespaced(a.client.clone(), &a.ns.name);
+    let rotated = wait_for(&tokens, "deputy", TIMEOUT, "a rotation", |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.revision.unwrap_or(0) >= 2)
+    })
+    .await;
+    let condition = status_of(&rotated)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "RolloutRestart")
+        .cloned()
+        .expect("a RolloutRestart condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "NotAllowed")
+    );
+    assert!(
+        condition
+            .message
+            .contains("tokensmith.dev/restart-allowed-by"),
+        "{}",
+        condition.message
+    );
+    let payments = deployments.get("payments").await.unwrap();
+    assert_eq!(payments.metadata.generation, Some(1), "not restarted");
+}
+
+/// Issue 10, line 6: a refresh chain ends at its absolute lifetime, however
+/// often it is used.
+#[tokio::test]
+async fn a_refresh_chain_ends_at_its_absolute_lifetime() {
+    let cluster = SharedCluster::new("chain-life").await;
+    let a = &cluster.a;
+    served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
+    let web = app(
+        &a.client,
+        &a.ns.name,
+        "web",
+        json!({
+            "issuerRef": { "kind": "TokenIssuer", "name": "own" },
+            "type": "Web",
+            "accessTokenLifetime": "10s",
+            "refreshTokenLifetime": "15s",
+            "refreshChainLifetime": "20s",
+        }),
+    )
+    .await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(a.client.clone(), &a.ns.name);
+    accounts
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "worker" } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 600 } })).unwrap();
+    let subject_token = accounts
+        .create_token_request("worker", &Default::default(), &request)
+        .await
+        .expect("the tenant requests its own service account's token")
+        .status
+        .unwrap()
+        .token;
+    let started = tokio::time::Instant::now();
+    let (status, body) = token_request(
+        &cluster.http,
+        cluster.operator,
+        &web,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &subject_token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut refresh = body["refresh_token"].as_str().unwrap().to_string();
+    // Used every 5 s, each use asking for a fresh 15 s: the chain still ends.
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (status, body) = token_request(
+            &cluster.http,
+            cluster.operator,
+            &web,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+        let elapsed = started.elapsed();
+        if status != 200 {
+            assert_eq!(body["error"], "invalid_grant", "{body}");
+            assert!(
+                elapsed >= Duration::from_secs(19),
+                "ended early, after {elapsed:?}"
+            );
+            break;
+        }
+        assert!(
+            elapsed < Duration::from_secs(22),
+            "still refreshing after {elapsed:?}"
+        );
+        refresh = body["refresh_token"].as_str().unwrap().to_string();
     }
 }

@@ -70,7 +70,7 @@ pub const SCOPE_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}$";
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.lifetime) && has(self.expiresAt))").message("set either lifetime or expiresAt, not both"))]
 #[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))").message("set either renewBefore or renewBeforePercentage, not both"))]
-#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.lifetime) || duration(self.renewBefore) < duration(self.lifetime)").message("renewBefore must be shorter than lifetime"))]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.lifetime) || duration(self.renewBefore).getSeconds() * 10 <= duration(self.lifetime).getSeconds() * 9").message("renewBefore must be at most 90% of lifetime: a token lives at least a tenth of its lifetime before it is renewed"))]
 #[x_kube(validation = Rule::new("!has(self.prefix) || (has(self.format) && self.format == 'Opaque')").message("prefix applies only to format Opaque"))]
 #[x_kube(validation = Rule::new("!(has(self.subject) && has(self.userless) && self.userless)").message("a userless token is its own subject: do not set subject as well"))]
 #[x_kube(validation = Rule::new("has(self.issuerRef) == has(oldSelf.issuerRef) && (!has(self.issuerRef) || self.issuerRef == oldSelf.issuerRef)").message("issuerRef is immutable: create a new AccessToken to change issuers"))]
@@ -145,13 +145,17 @@ pub struct AccessTokenSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
-    /// Renew this long before expiry, e.g. `1h`. Excludes `renewBeforePercentage`.
+    /// Renew this long before expiry, e.g. `1h`; at most 90% of the
+    /// lifetime. However it is set, a token is never renewed sooner than 10 s
+    /// or a tenth of its lifetime after it was issued. Excludes
+    /// `renewBeforePercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_before: Option<Duration>,
 
-    /// Renew when this percentage of the lifetime is left. Default 20.
+    /// Renew when this percentage of the lifetime is left (1 to 90: a token
+    /// lives at least a tenth of its lifetime). Default 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 99))]
+    #[schemars(range(min = 1, max = 90))]
     pub renew_before_percentage: Option<i32>,
 
     /// `Rotate` (default): a fresh token replaces this one before it expires.

@@ -39,6 +39,7 @@ use super::{Conditions, Duration, IssuerRef, SecretTemplate};
 #[x_kube(validation = Rule::new("has(self.issuerRef) == has(oldSelf.issuerRef) && (!has(self.issuerRef) || self.issuerRef == oldSelf.issuerRef)").message("issuerRef is immutable: create a new AppRegistration to change issuers"))]
 #[x_kube(validation = Rule::new("has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)").message("secretName is immutable: create a new AppRegistration to write another Secret"))]
 #[x_kube(validation = Rule::new("!has(self.accessTokenLifetime) || !has(self.refreshTokenLifetime) || duration(self.accessTokenLifetime) <= duration(self.refreshTokenLifetime)").message("accessTokenLifetime must not be longer than refreshTokenLifetime"))]
+#[x_kube(validation = Rule::new("!has(self.refreshTokenLifetime) || !has(self.refreshChainLifetime) || duration(self.refreshTokenLifetime) <= duration(self.refreshChainLifetime)").message("refreshTokenLifetime must not be longer than refreshChainLifetime"))]
 pub struct AppRegistrationSpec {
     /// The issuer that signs this app's tokens. Default: the
     /// ClusterTokenIssuer named `default`. Immutable.
@@ -77,6 +78,14 @@ pub struct AppRegistrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("refreshTokenLifetime must be at least 10s"))]
     pub refresh_token_lifetime: Option<Duration>,
+
+    /// How long a chain of refresh tokens lives in all (Web apps), counted
+    /// from the token exchange that started it: rotation never extends it
+    /// past this, and a refresh after it answers `invalid_grant`, so a
+    /// stolen chain cannot be kept alive for ever. Default `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("refreshChainLifetime must be at least 10s"))]
+    pub refresh_chain_lifetime: Option<Duration>,
 
     /// Rotates the client secret on a schedule. When unset, the secret is
     /// kept until the Secret is deleted.
@@ -148,6 +157,8 @@ pub struct AppRegistrationStatus {
 pub const DEFAULT_ACCESS_TOKEN_LIFETIME: &str = "30m";
 /// Default `refreshTokenLifetime`.
 pub const DEFAULT_REFRESH_TOKEN_LIFETIME: &str = "1h";
+/// Default `refreshChainLifetime`.
+pub const DEFAULT_REFRESH_CHAIN_LIFETIME: &str = "24h";
 
 /// Defaults and derived values of an AppRegistration's spec.
 impl AppRegistrationSpec {
@@ -169,6 +180,13 @@ impl AppRegistrationSpec {
     pub fn refresh_token_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
         self.refresh_token_lifetime.as_ref().map_or_else(
             || super::parse_go_duration(DEFAULT_REFRESH_TOKEN_LIFETIME),
+            |d| d.to_std(),
+        )
+    }
+
+    pub fn refresh_chain_lifetime(&self) -> Result<std::time::Duration, super::DurationError> {
+        self.refresh_chain_lifetime.as_ref().map_or_else(
+            || super::parse_go_duration(DEFAULT_REFRESH_CHAIN_LIFETIME),
             |d| d.to_std(),
         )
     }

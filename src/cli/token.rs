@@ -68,8 +68,11 @@ pub struct VerifyArgs {
     /// (e.g. `ca.crt` of the ConfigMap tokensmith-ca).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
-    /// The `iss` to require. Default: the one the token names (its JWKS is
-    /// then fetched from that issuer, as OpenID discovery does).
+    /// The `iss` to require; its JWKS is `<issuer>/.well-known/jwks.json`
+    /// unless --jwks-url says otherwise. Required for a token given directly:
+    /// the issuer a token names is not trusted to pick the keys it is checked
+    /// with. With --access-token it defaults to the issuer the AccessToken's
+    /// status records, and says so.
     #[arg(long)]
     issuer: Option<String>,
     /// An audience the token must have.
@@ -227,40 +230,48 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let token = match (&args.access_token, args.token.as_deref()) {
-        (Some(name), _) => load(&args.kube, &args.namespace, name)
-            .await?
-            .1
-            .ok_or_else(|| {
+    // The issuer comes from the caller, or from the operator's record of
+    // the AccessToken; never from the token itself.
+    let (token, recorded_issuer) = match (&args.access_token, args.token.as_deref()) {
+        (Some(name), _) => {
+            let (resource, token) = load(&args.kube, &args.namespace, name).await?;
+            let token = token.ok_or_else(|| {
                 anyhow!(
                     "AccessToken {}/{name} has no token in its Secret",
                     args.namespace
                 )
-            })?,
-        (None, Some(token)) if token != "-" => token.to_string(),
+            })?;
+            let recorded = resource.status.and_then(|s| s.minted).map(|m| m.issuer_url);
+            (token, recorded)
+        }
+        (None, Some(token)) if token != "-" => (token.to_string(), None),
         (None, _) => {
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
                 .context("reading the token from standard input")?;
-            input.trim().to_string()
+            (input.trim().to_string(), None)
         }
     };
-    let (_, unverified) = decoded(&token)
+    decoded(&token)
         .ok_or_else(|| anyhow!("not a JWT (an Opaque token is checked by introspection)"))?;
-    let iss = match &args.issuer {
-        Some(issuer) => issuer.clone(),
-        None => unverified["iss"]
-            .as_str()
-            .ok_or_else(|| {
-                anyhow!("the token names no issuer (iss); pass --issuer and --jwks-url")
-            })?
-            .to_string(),
+    let iss = match (&args.issuer, recorded_issuer) {
+        (Some(issuer), _) => issuer.clone(),
+        (None, Some(recorded)) => {
+            eprintln!("issuer: {recorded} (as recorded in the AccessToken's status)");
+            recorded
+        }
+        (None, None) => bail!(
+            "pass --issuer: the issuer a token names is not trusted to choose the keys it is checked with"
+        ),
     };
     let jwks_url = args
         .jwks_url
         .clone()
         .unwrap_or_else(|| format!("{}/.well-known/jwks.json", iss.trim_end_matches('/')));
+    if !jwks_url.starts_with("https://") {
+        bail!("refusing to fetch keys from {jwks_url}: only https protects them on the way");
+    }
     let mut http = reqwest::Client::builder();
     if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

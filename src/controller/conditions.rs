@@ -42,25 +42,37 @@ pub fn with_ready(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let status = if readiness.ready { "True" } else { "False" };
-    let old = previous.iter().find(|c| c.type_ == READY);
+    with_condition(previous, READY, readiness, generation, now)
+}
+
+/// The conditions to write: `previous` with its condition `type_` replaced
+/// by `state`, keeping the transition time when the status is unchanged.
+pub fn with_condition(
+    previous: &[Condition],
+    type_: &str,
+    state: &Readiness,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let status = if state.ready { "True" } else { "False" };
+    let old = previous.iter().find(|c| c.type_ == type_);
     let last_transition_time = match old {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(super::super::token::whole_seconds(now)),
     };
-    let ready = Condition {
-        type_: READY.to_string(),
+    let condition = Condition {
+        type_: type_.to_string(),
         status: status.to_string(),
-        reason: readiness.reason.to_string(),
-        message: readiness.message.clone(),
+        reason: state.reason.to_string(),
+        message: state.message.clone(),
         observed_generation: generation,
         last_transition_time,
     };
     previous
         .iter()
-        .filter(|c| c.type_ != READY)
+        .filter(|c| c.type_ != type_)
         .cloned()
-        .chain([ready])
+        .chain([condition])
         .collect()
 }
 

@@ -23,12 +23,27 @@ use super::{
 };
 use crate::{api::AppType, controller::revocation::RevokedToken, token::REFRESH_TOKEN_PREFIX};
 
-type Params = Result<Form<HashMap<String, String>>, FormRejection>;
+/// The form body as sent: pairs in order, repeats kept, so that a repeat
+/// can be refused rather than silently resolved.
+type Params = Result<Form<Vec<(String, String)>>, FormRejection>;
 
-/// The form body, or the RFC 6749 error for a malformed or oversized one.
+/// The form body, or the RFC 6749 error for a malformed or oversized one,
+/// or one that repeats a parameter (RFC 6749 §3.1: a parameter must not be
+/// sent more than once; taking either copy would be a guess).
 fn form(params: Params) -> Result<HashMap<String, String>, OAuthError> {
     match params {
-        Ok(Form(map)) => Ok(map),
+        Ok(Form(pairs)) => {
+            let mut map = HashMap::with_capacity(pairs.len());
+            for (name, value) in pairs {
+                if map.contains_key(&name) {
+                    return Err(OAuthError::invalid_request(format!(
+                        "parameter {name:?} is sent more than once; send each parameter once (RFC 6749 section 3.1)"
+                    )));
+                }
+                map.insert(name, value);
+            }
+            Ok(map)
+        }
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(OAuthError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -59,7 +74,8 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, params: Pa
     let grant = params
         .as_ref()
         .ok()
-        .and_then(|Form(form)| form.get("grant_type").cloned())
+        .and_then(|Form(pairs)| pairs.iter().find(|(name, _)| name == "grant_type"))
+        .map(|(_, value)| value.clone())
         .unwrap_or_default();
     match issue(&state, &headers, params).await {
         Ok(body) => {

@@ -50,6 +50,12 @@ fn inspect_jwt(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
     let issuer = index.issuer_by_url(&unverified.iss)?;
     let keyring = index.keyring(&issuer)?;
     let claims = verify_jwt(token, &keyring.jwks(), &issuer.settings.issuer_url, None, 0).ok()?;
+    // Nothing of this issuer lives longer than its maxLifetime, whatever
+    // the signature says.
+    let max_lifetime = issuer.settings.max_lifetime().ok()?.as_secs() as i64;
+    if claims.exp - claims.iat > max_lifetime {
+        return None;
+    }
     if is_endpoint_token_id(&claims.jti) {
         // A token of the token endpoint: judged by signature, revocation
         // and its app's existence.

@@ -196,6 +196,13 @@ fn refresh_lifetime(app: &AppRegistration) -> Result<i64, OAuthError> {
         .map_err(|e| OAuthError::server_error(e.to_string()))
 }
 
+fn chain_lifetime(app: &AppRegistration) -> Result<i64, OAuthError> {
+    app.spec
+        .refresh_chain_lifetime()
+        .map(|d| d.as_secs() as i64)
+        .map_err(|e| OAuthError::server_error(e.to_string()))
+}
+
 /// Starts a chain for an access token just minted for `app`; returns its
 /// first refresh token.
 pub async fn start_chain(
@@ -214,6 +221,7 @@ pub async fn start_chain(
         minted.claims.aud.clone(),
         &token,
         now + refresh_lifetime(app)?,
+        now + chain_lifetime(app)?,
     );
     chain.subject_uid = subject_uid;
     chain.issued(

@@ -84,13 +84,17 @@ pub enum VerifyError {
     UnknownKey(String),
     #[error("algorithm {0:?} is not allowed")]
     AlgorithmNotAllowed(jsonwebtoken::Algorithm),
+    #[error("the token is not an access token: its header typ is {0:?}, not \"at+jwt\"")]
+    NotAnAccessToken(Option<String>),
     #[error("the token is not valid: {0}")]
     Invalid(jsonwebtoken::errors::Error),
 }
 
-/// Verifies a JWT against a JWKS: signature by the key its `kid` names, an
-/// allowed algorithm matching that key, `iss`, `exp`/`nbf` with `leeway_secs`,
-/// and `aud` when `audience` is given.
+/// Verifies a JWT access token against a JWKS: the header type `at+jwt`
+/// (RFC 9068 §2.1, so no other kind of JWT signed by the same key passes),
+/// signature by the key its `kid` names, an allowed algorithm matching that
+/// key, `iss`, `exp`/`nbf` with `leeway_secs`, and `aud` when `audience` is
+/// given.
 pub fn verify_jwt(
     token: &str,
     jwks: &JwkSet,
@@ -99,6 +103,10 @@ pub fn verify_jwt(
     leeway_secs: u64,
 ) -> Result<AccessTokenClaims, VerifyError> {
     let header = jsonwebtoken::decode_header(token).map_err(VerifyError::Malformed)?;
+    let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+    if !matches!(typ.as_deref(), Some("at+jwt" | "application/at+jwt")) {
+        return Err(VerifyError::NotAnAccessToken(header.typ));
+    }
     let allowed = [
         SigningAlgorithm::ES256,
         SigningAlgorithm::RS256,
@@ -229,11 +237,30 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_jwt_that_is_not_typed_as_an_access_token() {
+        let key = SigningKey::generate(SigningAlgorithm::ES256).unwrap();
+        let c = claims(now());
+        for typ in [None, Some("JWT"), Some("id+jwt")] {
+            let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+            header.typ = typ.map(String::from);
+            header.kid = Some(key.kid.clone());
+            let token = jsonwebtoken::encode(&header, &c, key.encoding_key()).unwrap();
+            let err = verify_jwt(&token, &jwks(&[&key]), &c.iss, None, 0);
+            assert!(
+                matches!(err, Err(VerifyError::NotAnAccessToken(_))),
+                "{typ:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_alg_none_and_hmac() {
         let key = SigningKey::generate(SigningAlgorithm::ES256).unwrap();
         let c = claims(now());
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
         let hs = jsonwebtoken::encode(
-            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &header,
             &c,
             &jsonwebtoken::EncodingKey::from_secret(b"guess"),
         )

@@ -78,6 +78,10 @@ pub struct RefreshChain {
     pub audiences: Vec<String>,
     /// The one refresh token that may be used next.
     pub current: HashedToken,
+    /// When the whole chain ends, whatever its rotations (Unix seconds).
+    /// A chain recorded without it has ended.
+    #[serde(default)]
+    pub ends_at: i64,
     /// Spent refresh tokens that have not expired yet: presenting one is reuse.
     #[serde(default)]
     pub spent: Vec<HashedToken>,
@@ -100,7 +104,9 @@ pub enum Presented {
 }
 
 impl RefreshChain {
-    /// Starts a chain whose first refresh token is `token`.
+    /// Starts a chain whose first refresh token is `token`, valid until
+    /// `expires_at`; the chain itself ends at `ends_at`, which no refresh
+    /// token outlives.
     pub fn start(
         client_id: String,
         subject: String,
@@ -108,6 +114,7 @@ impl RefreshChain {
         audiences: Vec<String>,
         token: &SecretString,
         expires_at: i64,
+        ends_at: i64,
     ) -> Self {
         Self {
             client_id,
@@ -117,8 +124,9 @@ impl RefreshChain {
             audiences,
             current: HashedToken {
                 hash: fingerprint(token.expose_secret()),
-                expires_at,
+                expires_at: expires_at.min(ends_at),
             },
+            ends_at,
             spent: Vec::new(),
             access_tokens: Vec::new(),
         }
@@ -141,14 +149,14 @@ impl RefreshChain {
         }
     }
 
-    /// Spends the current token for `next`, valid until `expires_at`, and
-    /// forgets whatever has expired by `now`.
+    /// Spends the current token for `next`, valid until `expires_at` (but
+    /// never past the chain's end), and forgets whatever has expired by `now`.
     pub fn rotate(&mut self, next: &SecretString, expires_at: i64, now: i64) {
         let spent = std::mem::replace(
             &mut self.current,
             HashedToken {
                 hash: fingerprint(next.expose_secret()),
-                expires_at,
+                expires_at: expires_at.min(self.ends_at),
             },
         );
         self.spent.push(spent);
@@ -190,6 +198,7 @@ mod tests {
             vec![],
             token,
             1_000,
+            10_000,
         )
     }
 
@@ -234,6 +243,31 @@ mod tests {
         );
         assert_eq!(
             chain.judge(second.expose_secret(), 2_000),
+            Presented::Expired
+        );
+    }
+
+    #[test]
+    fn no_rotation_outlives_the_chain() {
+        let id = new_chain_id();
+        let first = new_refresh_token(&id);
+        let mut chain = chain(&first);
+        let mut now = 10;
+        let mut current = first;
+        // Each use asks for a fresh hour; the chain still ends at 10 000.
+        while now < 20_000 {
+            let next = new_refresh_token(&id);
+            if chain.judge(current.expose_secret(), now) != Presented::Current {
+                break;
+            }
+            chain.rotate(&next, now + 3_600, now);
+            current = next;
+            now += 900;
+        }
+        assert!(chain.current.expires_at <= 10_000);
+        assert!(now <= 10_900, "the chain ended at its end, not at {now}");
+        assert_eq!(
+            chain.judge(current.expose_secret(), 10_000),
             Presented::Expired
         );
     }

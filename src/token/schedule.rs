@@ -9,6 +9,22 @@ use k8s_openapi::jiff::Timestamp;
 const MAX_JITTER: Duration = Duration::from_secs(15 * 60);
 /// Default `renewBeforePercentage`.
 pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: u32 = 20;
+/// No object is minted for more often than this, whatever the cause: a
+/// spec that asks for constant renewal, a Secret edited in a loop.
+pub const MIN_MINT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The shortest time between a token's issue and its renewal: 10 % of its
+/// lifetime, and never less than [`MIN_MINT_INTERVAL`].
+pub fn renewal_floor(lifetime: Duration) -> Duration {
+    (lifetime / 10).max(MIN_MINT_INTERVAL)
+}
+
+/// When the next token of an object may be minted, given when its last one
+/// was (`None`: now).
+pub fn next_mint_allowed(last_issued: Option<Timestamp>, now: Timestamp) -> Option<Timestamp> {
+    let earliest = last_issued?.checked_add(MIN_MINT_INTERVAL).ok()?;
+    (earliest > now).then_some(earliest)
+}
 
 /// The timing settings of one token, read from its spec.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -139,7 +155,11 @@ pub fn renewal_time(
     let renew_at = expires_at
         .checked_sub(renew_before + jitter)
         .unwrap_or(issued_at);
-    Ok(Some(whole_seconds(renew_at.max(issued_at))))
+    let earliest = issued_at
+        .checked_add(renewal_floor(lifetime))
+        .unwrap_or(expires_at)
+        .min(expires_at);
+    Ok(Some(whole_seconds(renew_at.max(earliest))))
 }
 
 /// A duration in `[0, max)` derived from `seed` (FNV-1a), stable across
@@ -174,6 +194,50 @@ mod tests {
             renew: true,
             ..TimingPolicy::default()
         }
+    }
+
+    #[test]
+    fn renewal_never_comes_sooner_than_the_floor() {
+        let issued = at("2026-01-01T00:00:00Z");
+        // (lifetime s, renewBefore s, earliest renewal after issue in s)
+        let cases = [
+            (10, 9, 10),         // the loop of issue 10: renewal at expiry, not at issue
+            (60, 59, 10),        // 10 s floor
+            (1_000, 999, 100),   // 10 % of the lifetime
+            (3_600, 600, 2_940), // far from the floor: renewBefore (minus jitter) rules
+        ];
+        for (lifetime, renew_before, earliest) in cases {
+            let policy = TimingPolicy {
+                lifetime: Some(Duration::from_secs(lifetime)),
+                renew_before: Some(Duration::from_secs(renew_before)),
+                renew: true,
+                ..TimingPolicy::default()
+            };
+            let expires = issued.checked_add(Duration::from_secs(lifetime)).unwrap();
+            let renew_at = renewal_time(issued, expires, &policy, "seed")
+                .unwrap()
+                .unwrap();
+            let after = renew_at.as_second() - issued.as_second();
+            assert!(
+                after >= earliest.min(lifetime as i64),
+                "lifetime {lifetime}s, renewBefore {renew_before}s: renewal {after}s after issue"
+            );
+            assert!(after <= lifetime as i64);
+        }
+    }
+
+    #[test]
+    fn one_mint_per_object_per_interval() {
+        let now = at("2026-01-01T00:00:30Z");
+        assert_eq!(next_mint_allowed(None, now), None);
+        assert_eq!(
+            next_mint_allowed(Some(at("2026-01-01T00:00:00Z")), now),
+            None
+        );
+        assert_eq!(
+            next_mint_allowed(Some(at("2026-01-01T00:00:25Z")), now),
+            Some(at("2026-01-01T00:00:35Z"))
+        );
     }
 
     #[test]

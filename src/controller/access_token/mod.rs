@@ -6,6 +6,7 @@
 //! write at all, after a restart too.
 
 mod plan;
+mod restart;
 mod secret;
 
 pub use plan::{data as secret_keys, default_subject, secret_name};
@@ -37,7 +38,7 @@ use tracing::{debug, info, instrument, warn};
 use self::{plan::RecordedToken, secret::TokenSecret};
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
-    conditions::{Readiness, ready_condition, with_ready},
+    conditions::{Readiness, ready_condition, with_condition, with_ready},
     context::Triggers,
     issuer_ref::ResolvedIssuer,
     managed_secret::{SecretState, delete_if_ours},
@@ -46,12 +47,12 @@ use super::{
 use crate::{
     api::{
         AccessToken, AccessTokenStatus, AppRegistration, BoundObjectKind, ClusterTokenIssuer,
-        IssuerKind, PreviousToken, TokenFormat, TokenIssuer, WorkloadKind,
+        IssuerKind, PreviousToken, TokenFormat, TokenIssuer,
     },
     telemetry::TokenEvent,
     token::{
         DEFAULT_OPAQUE_PREFIX, LifetimeLimits, SigningKey, TimingError, TimingPolicy, fingerprint,
-        new_opaque_token, new_token_id, plan_validity, renewal_time, sign_jwt,
+        new_opaque_token, new_token_id, next_mint_allowed, plan_validity, renewal_time, sign_jwt,
     },
 };
 
@@ -177,6 +178,11 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
     debug!(?action, "reconciled");
     Ok(action)
 }
+
+/// How many tokens replaced by rotation stay valid beside the current one;
+/// older ones are revoked, so no object holds an unbounded number of live
+/// tokens.
+pub const MAX_PREVIOUS_TOKENS: usize = 10;
 
 /// Why a new token is minted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,6 +379,13 @@ impl<'a> Reconciler<'a> {
 
         match next {
             Next::Mint(reason) => {
+                let last_issued = self.status.issued_at.as_ref().map(|t| t.0);
+                if let Some(at) = next_mint_allowed(last_issued, self.now) {
+                    // One mint per object per interval, whatever asks for it.
+                    debug!(?reason, %at, "a token was minted moments ago; the next waits");
+                    let wait = (at.as_second() - self.now.as_second()).max(1) as u64;
+                    return Ok(Action::requeue(Duration::from_secs(wait)));
+                }
                 self.mint(reason, &issuer, &timing, limits, desired_hash, &secret)
                     .await
             }
@@ -570,7 +583,20 @@ impl<'a> Reconciler<'a> {
             ),
         };
         let message = format!("token {token_id} valid until {}", validity.expires_at);
-        let status = self.status_from(&record, timing, previous, Readiness::ready(reason, message));
+        let mut status =
+            self.status_from(&record, timing, previous, Readiness::ready(reason, message));
+        // Workloads that read the token at start-up get the new one. Mints
+        // are rate-limited, and so, through them, are restarts.
+        if why != MintReason::Initial && !self.token.spec.rollout_restart_targets.is_empty() {
+            let restarted = self.restart_workloads().await;
+            status.conditions = with_condition(
+                &status.conditions,
+                restart::CONDITION,
+                &restarted,
+                self.token.meta().generation,
+                self.now,
+            );
+        }
         self.write_status(status).await?;
         info!(token_id = %token_id, revision, ?why, "token minted");
         self.ctx
@@ -583,9 +609,6 @@ impl<'a> Reconciler<'a> {
         self.ctx
             .publish(self.token, EventType::Normal, event_reason, note)
             .await;
-        if why != MintReason::Initial {
-            self.restart_workloads().await;
-        }
         Ok(self.requeue_for(&record, timing))
     }
 
@@ -976,48 +999,27 @@ impl<'a> Reconciler<'a> {
         Ok(None)
     }
 
-    /// Restarts the `rolloutRestartTargets` after a rotation, the way
-    /// `kubectl rollout restart` does. A missing workload is reported, not fatal.
-    async fn restart_workloads(&self) {
+    /// Restarts the `rolloutRestartTargets` that allow it; the condition to
+    /// report. What was not restarted is also said in a Warning event.
+    async fn restart_workloads(&self) -> Readiness {
+        let mut outcomes = Vec::new();
         for target in &self.token.spec.rollout_restart_targets {
-            let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
-                "tokensmith.dev/restartedAt": self.now.to_string()
-            } } } } });
-            let params = PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..PatchParams::default()
-            };
-            let client = self.ctx.client.clone();
-            let ns = &self.namespace;
-            let result = match target.kind {
-                WorkloadKind::Deployment => {
-                    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client, ns)
-                        .patch(&target.name, &params, &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ())
-                }
-                WorkloadKind::StatefulSet => {
-                    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client, ns)
-                        .patch(&target.name, &params, &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ())
-                }
-                WorkloadKind::DaemonSet => {
-                    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client, ns)
-                        .patch(&target.name, &params, &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ())
-                }
-            };
-            if let Err(error) = result {
-                let note = format!(
-                    "Could not restart {:?} {} after the rotation: {error}",
-                    target.kind, target.name
-                );
-                self.ctx
-                    .publish(self.token, EventType::Warning, "RestartFailed", note)
-                    .await;
-            }
+            let outcome = restart::restart(
+                &self.ctx.client,
+                &self.namespace,
+                &self.name,
+                target,
+                self.now,
+            )
+            .await;
+            outcomes.push((target, outcome));
         }
+        let (condition, warning) = restart::report(&self.name, &outcomes);
+        if let Some(note) = warning {
+            self.ctx
+                .publish(self.token, EventType::Warning, condition.reason, note)
+                .await;
+        }
+        condition
     }
 }

@@ -72,7 +72,7 @@ pub fn timing_policy(spec: &AccessTokenSpec) -> Result<TimingPolicy, String> {
         lifetime: parse(&spec.lifetime).map_err(|e| e.to_string())?,
         expires_at: spec.expires_at.as_ref().map(|t| t.0),
         renew_before: parse(&spec.renew_before).map_err(|e| e.to_string())?,
-        renew_before_percentage: spec.renew_before_percentage.map(|p| p.clamp(1, 99) as u32),
+        renew_before_percentage: spec.renew_before_percentage.map(|p| p.clamp(1, 90) as u32),
         renew: spec.on_expiry() == ExpiryPolicy::Rotate,
     })
 }
