@@ -1137,6 +1137,103 @@ async fn rotation_restarts_no_workload_that_did_not_opt_in() {
     assert_eq!(payments.metadata.generation, Some(1), "not restarted");
 }
 
+/// A token of the tenant's own service account `name`, requested by the
+/// tenant (`serviceaccounts/token`), for `audience` (`None`: the API
+/// server's).
+async fn service_account_token(tenant: &Tenant, name: &str, audience: Option<&str>) -> String {
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(tenant.client.clone(), &tenant.ns.name);
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        accounts
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let audiences: Vec<&str> = audience.into_iter().collect();
+    let request: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(
+        json!({ "spec": { "expirationSeconds": 600, "audiences": audiences } }),
+    )
+    .unwrap();
+    accounts
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .expect("the tenant requests its own service account's token")
+        .status
+        .unwrap()
+        .token
+}
+
+async fn exchange(
+    cluster: &SharedCluster,
+    web: &(String, String),
+    subject_token: &str,
+) -> (u16, Value) {
+    token_request(
+        &cluster.http,
+        cluster.operator,
+        web,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject_token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
+    )
+    .await
+}
+
+/// Issue 10, line 5: token exchange takes only service-account tokens made
+/// for the token service, and says who acts.
+#[tokio::test]
+async fn token_exchange_takes_only_tokens_made_for_the_token_service() {
+    let cluster = SharedCluster::new("audience").await;
+    let a = &cluster.a;
+    served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
+    let web = app(
+        &a.client,
+        &a.ns.name,
+        "web",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "own" }, "type": "Web" }),
+    )
+    .await;
+    // The token every pod mounts (audience: the API server) buys nothing.
+    let api_token = service_account_token(a, "worker", None).await;
+    let (status, body) = exchange(&cluster, &web, &api_token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("--audience"),
+        "says how to get a proper one: {body}"
+    );
+    let made_for_us = service_account_token(a, "worker", Some(&cluster.operator.url)).await;
+    let (status, body) = exchange(&cluster, &web, &made_for_us).await;
+    assert_eq!(status, 200, "{body}");
+    let claims =
+        jsonwebtoken::dangerous::insecure_decode::<Value>(body["access_token"].as_str().unwrap())
+            .unwrap()
+            .claims;
+    assert_eq!(
+        claims["sub"],
+        format!("system:serviceaccount:{}:worker", a.ns.name)
+    );
+    assert_eq!(
+        claims["act"],
+        json!({ "sub": web.0 }),
+        "RFC 8693 section 4.1"
+    );
+}
+
 /// Issue 10, line 6: a refresh chain ends at its absolute lifetime, however
 /// often it is used.
 #[tokio::test]
@@ -1157,39 +1254,9 @@ async fn a_refresh_chain_ends_at_its_absolute_lifetime() {
         }),
     )
     .await;
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(a.client.clone(), &a.ns.name);
-    accounts
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": "worker" } })).unwrap(),
-        )
-        .await
-        .unwrap();
-    let request: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(json!({ "spec": { "expirationSeconds": 600 } })).unwrap();
-    let subject_token = accounts
-        .create_token_request("worker", &Default::default(), &request)
-        .await
-        .expect("the tenant requests its own service account's token")
-        .status
-        .unwrap()
-        .token;
+    let subject_token = service_account_token(a, "worker", Some(&cluster.operator.url)).await;
     let started = tokio::time::Instant::now();
-    let (status, body) = token_request(
-        &cluster.http,
-        cluster.operator,
-        &web,
-        &[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", &subject_token),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-        ],
-    )
-    .await;
+    let (status, body) = exchange(&cluster, &web, &subject_token).await;
     assert_eq!(status, 200, "{body}");
     let mut refresh = body["refresh_token"].as_str().unwrap().to_string();
     // Used every 5 s, each use asking for a fresh 15 s: the chain still ends.

@@ -18,8 +18,14 @@ use support::{control_plane, eventually, oauth::Served};
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-/// A real service-account token from the API server's TokenRequest.
-async fn service_account_token(client: &kube::Client, namespace: &str, name: &str) -> String {
+/// A real service-account token from the API server's TokenRequest, made
+/// for `audience` (the token service's public URL, as the exchange requires).
+async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    audience: &str,
+) -> String {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let account = ServiceAccount {
         metadata: kube::api::ObjectMeta {
@@ -37,6 +43,7 @@ async fn service_account_token(client: &kube::Client, namespace: &str, name: &st
     let request = TokenRequest {
         spec: TokenRequestSpec {
             expiration_seconds: Some(600),
+            audiences: vec![audience.to_string()],
             ..Default::default()
         },
         ..Default::default()
@@ -86,7 +93,8 @@ async fn exchange_then_rotate_refresh_tokens_and_revoke_the_chain_on_reuse() {
             }),
         )
         .await;
-    let subject_token = service_account_token(&client, &ns.name, "worker").await;
+    let subject_token =
+        service_account_token(&client, &ns.name, "worker", &served.operator.url).await;
     let service_account = format!("system:serviceaccount:{}:worker", ns.name);
 
     let (status, exchanged) = exchange(&served, &creds, &subject_token, &[("scope", "read")]).await;
@@ -190,7 +198,8 @@ async fn a_refresh_token_revoked_by_its_client_stops_working() {
     let spec = json!({ "type": "Web", "scopes": ["read"] });
     let creds = served.app("portal", spec.clone()).await;
     let other = served.app("other", spec).await;
-    let subject_token = service_account_token(&client, &ns.name, "worker").await;
+    let subject_token =
+        service_account_token(&client, &ns.name, "worker", &served.operator.url).await;
     let (status, exchanged) = exchange(&served, &creds, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let refresh_token = exchanged["refresh_token"].as_str().unwrap();
@@ -273,7 +282,7 @@ async fn forged_and_expired_subject_tokens_are_refused() {
     let creds = served
         .app("portal", json!({ "type": "Web", "scopes": ["read"] }))
         .await;
-    let real = service_account_token(&client, &ns.name, "worker").await;
+    let real = service_account_token(&client, &ns.name, "worker", &served.operator.url).await;
     let refused = |(status, body): (u16, Value)| {
         assert_eq!(
             (status, body["error"].as_str()),
@@ -333,7 +342,8 @@ async fn deleting_a_web_app_ends_its_tokens_and_its_refresh_chains() {
     let spec = json!({ "type": "Web", "scopes": ["read"] });
     let doomed = served.app("doomed", spec.clone()).await;
     let checker = served.app("checker", spec).await;
-    let subject_token = service_account_token(&client, &ns.name, "worker").await;
+    let subject_token =
+        service_account_token(&client, &ns.name, "worker", &served.operator.url).await;
     let (status, exchanged) = exchange(&served, &doomed, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let access_token = exchanged["access_token"].as_str().unwrap().to_string();
@@ -397,7 +407,8 @@ async fn deleting_the_service_account_ends_its_refresh_chain() {
     let creds = served
         .app("portal", json!({ "type": "Web", "scopes": ["read"] }))
         .await;
-    let subject_token = service_account_token(&client, &ns.name, "leaver").await;
+    let subject_token =
+        service_account_token(&client, &ns.name, "leaver", &served.operator.url).await;
     let (status, exchanged) = exchange(&served, &creds, &subject_token, &[]).await;
     assert_eq!(status, 200, "{exchanged}");
     let access_token = exchanged["access_token"].as_str().unwrap().to_string();

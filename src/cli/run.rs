@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// generated once and the CA is published in the ConfigMap `tokensmith-ca`.
     #[arg(long, env = "TOKENSMITH_TLS_SECRET")]
     tls_secret: Option<String>,
+    /// Token exchange: also accept service-account tokens whose audience is
+    /// the Kubernetes API server (any token a pod mounts by default), not
+    /// only those made for this token service's --public-url. Off by
+    /// default: a leaked API token should not also buy OAuth tokens.
+    #[arg(long, env = "TOKENSMITH_EXCHANGE_ACCEPTS_API_AUDIENCE", default_value_t = false, action = clap::ArgAction::Set)]
+    exchange_accepts_api_audience: bool,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
     #[arg(
         long,
@@ -80,6 +86,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect(),
         namespace: args.namespace.clone(),
         public_url: public_url.clone(),
+        exchange_accepts_api_audience: args.exchange_accepts_api_audience,
     };
     let identity = args
         .instance

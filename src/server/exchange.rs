@@ -58,12 +58,41 @@ fn check_request(form: &HashMap<String, String>) -> Result<&str, OAuthError> {
 }
 
 /// The service account a subject token authenticates as, by TokenReview:
-/// its user name and UID.
+/// its user name and UID. The token must be made for this token service
+/// (audience `--public-url`, as `kubectl create token SA --audience URL` or a
+/// projected volume makes it), unless API-audience tokens are accepted for
+/// compatibility.
 async fn review(state: &AppState, token: &str) -> Result<(String, Option<String>), OAuthError> {
+    let ours = vec![state.public_url.clone()];
+    match review_for(state, token, Some(ours.clone())).await? {
+        Some(identity) => Ok(identity),
+        None if state.exchange_accepts_api_audience => review_for(state, token, None)
+            .await?
+            .ok_or_else(not_authenticated),
+        None => Err(OAuthError::invalid_request(format!(
+            "the subject token is not a valid Kubernetes token for audience {} (forged, expired, revoked, or made for another audience: request one with `kubectl create token <account> --audience {}`)",
+            ours[0], ours[0]
+        ))),
+    }
+}
+
+fn not_authenticated() -> OAuthError {
+    OAuthError::invalid_request(
+        "the subject token is not a valid Kubernetes token (forged, expired or revoked)",
+    )
+}
+
+/// One TokenReview for `audiences` (`None`: the API server's own); `None`
+/// when the token is not authenticated for them.
+async fn review_for(
+    state: &AppState,
+    token: &str,
+    audiences: Option<Vec<String>>,
+) -> Result<Option<(String, Option<String>)>, OAuthError> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_string()),
-            ..Default::default()
+            audiences: audiences.clone(),
         },
         ..Default::default()
     };
@@ -76,10 +105,16 @@ async fn review(state: &AppState, token: &str) -> Result<(String, Option<String>
             OAuthError::server_error("the subject token could not be reviewed; try again")
         })?;
     let status = reviewed.status.unwrap_or_default();
-    if status.authenticated != Some(true) {
-        return Err(OAuthError::invalid_request(
-            "the subject token is not a valid Kubernetes token (forged, expired or revoked)",
-        ));
+    // The answer must confirm the audience asked for, not only authenticate.
+    let audience_confirmed = audiences.as_ref().is_none_or(|wanted| {
+        status
+            .audiences
+            .iter()
+            .flatten()
+            .any(|a| wanted.contains(a))
+    });
+    if status.authenticated != Some(true) || !audience_confirmed {
+        return Ok(None);
     }
     let user = status.user.unwrap_or_default();
     let username = user.username.unwrap_or_default();
@@ -88,7 +123,7 @@ async fn review(state: &AppState, token: &str) -> Result<(String, Option<String>
             "the subject token must be a service-account token",
         ));
     }
-    Ok((username, user.uid))
+    Ok(Some((username, user.uid)))
 }
 
 /// The token-exchange grant.

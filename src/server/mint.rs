@@ -102,21 +102,30 @@ pub fn mint(
     }
     let claims = AccessTokenClaims {
         iss: issuer.settings.issuer_url.clone(),
-        sub: subject,
+        sub: subject.clone(),
         aud,
         exp: iat + lifetime.as_secs() as i64,
         iat,
         nbf: iat,
         jti: new_endpoint_token_id(),
         scope: scopes.join(" "),
+        extra: actor(&subject, &client_id),
         client_id: Some(client_id),
-        extra: Default::default(),
     };
     Ok(Minted {
         token: sign_jwt(&claims, &key),
         claims,
         lifetime,
     })
+}
+
+/// The `act` claim (RFC 8693 section 4.1) of a token that acts on behalf of
+/// `subject`: the client is the actor. None when the client acts as itself.
+fn actor(subject: &str, client_id: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    if subject == client_id {
+        return Default::default();
+    }
+    [("act".to_string(), serde_json::json!({ "sub": client_id }))].into()
 }
 
 #[cfg(test)]
@@ -133,5 +142,12 @@ mod tests {
         );
         let err = granted_scopes(&allowed, Some(&"admin".into())).unwrap_err();
         assert_eq!(err.code, "invalid_scope");
+    }
+
+    #[test]
+    fn a_token_on_behalf_of_another_names_the_client_as_actor() {
+        assert!(actor("client-1", "client-1").is_empty());
+        let act = actor("system:serviceaccount:team-a:worker", "client-1");
+        assert_eq!(act["act"], serde_json::json!({ "sub": "client-1" }));
     }
 }

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub dns_names: Vec<String>,
     pub namespace: String,
     pub public_url: String,
+    /// Token exchange also accepts API-audience service-account tokens.
+    pub exchange_accepts_api_audience: bool,
 }
 
 /// What every request handler shares.
@@ -54,6 +56,7 @@ pub struct AppState {
     pub index: Index,
     pub revocations: RevocationStore,
     pub public_url: String,
+    pub exchange_accepts_api_audience: bool,
 }
 
 /// The routes of the token service.
@@ -100,6 +103,7 @@ pub async fn run(
         revocations: RevocationStore::new(client.clone(), &config.namespace),
         index,
         public_url: config.public_url.clone(),
+        exchange_accepts_api_audience: config.exchange_accepts_api_audience,
     };
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
