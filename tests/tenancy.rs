@@ -1285,3 +1285,142 @@ async fn a_refresh_chain_ends_at_its_absolute_lifetime() {
         refresh = body["refresh_token"].as_str().unwrap().to_string();
     }
 }
+
+/// File descriptors the process `pid` holds.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether the peer has closed `stream` (a read gives end of file or an error).
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(5), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Issue 10, line 2: idle, slow and surplus connections are closed within
+/// the configured limits, and the operator's file descriptors stay bounded.
+#[tokio::test]
+async fn idle_slow_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let operator = Operator::start(&[
+        "--max-connections",
+        "40",
+        "--tls-handshake-timeout",
+        "2s",
+        "--first-request-timeout",
+        "2s",
+        "--header-read-timeout",
+        "2s",
+        "--idle-timeout",
+        "3s",
+    ]);
+    let http = operator.http().await;
+    let address = operator.url.trim_start_matches("https://").to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = open_fds(operator.pid);
+
+    // 100 connections that never start TLS: 40 are held, the rest closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = open_fds(operator.pid);
+    let mut refused = 0;
+    for stream in &mut idle {
+        if closed_by_peer(stream).await {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 60, "{refused} of 100 refused at once");
+    assert!(
+        held <= baseline + 45,
+        "the operator holds {held} fds (baseline {baseline}) with 100 connections open"
+    );
+    // A request still gets through once the idle ones are gone: the held
+    // connections are closed within the handshake timeout.
+    let started = tokio::time::Instant::now();
+    let mut closed = vec![false; idle.len()];
+    while closed.iter().any(|c| !c) && started.elapsed() < Duration::from_secs(8) {
+        for (stream, closed) in idle.iter_mut().zip(closed.iter_mut()) {
+            if !*closed {
+                *closed = closed_by_peer(stream).await;
+            }
+        }
+    }
+    let waited = started.elapsed();
+    println!(
+        "100 idle TCP connections: {refused} refused at once, fds {baseline} -> {held}, the rest closed after {waited:?}"
+    );
+    let still_open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(
+        still_open, 0,
+        "{still_open} idle connections open after {waited:?}"
+    );
+    assert!(waited <= Duration::from_secs(5), "closed after {waited:?}");
+    drop(idle);
+
+    // A TLS client that sends half a request and then nothing.
+    let mut slow = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &address])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    {
+        use std::io::Write;
+        let stdin = slow.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = slow.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = slow.kill();
+    println!(
+        "a slow-header TLS client was closed after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        status.is_some(),
+        "the slow client was still connected after 10 s"
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(6),
+        "the slow client was closed after {:?}",
+        started.elapsed()
+    );
+
+    // Served as before, and the descriptors are back near where they were.
+    let response = http
+        .get(format!("{}/oauth/token/info", operator.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    client.write_all(b"\x16").await.unwrap();
+    drop(client);
+    eventually(
+        Duration::from_secs(10),
+        "the descriptors to be released",
+        || async { (open_fds(operator.pid) <= baseline + 5).then_some(()) },
+    )
+    .await;
+}

@@ -41,6 +41,26 @@ pub struct RunArgs {
     /// default: a leaked API token should not also buy OAuth tokens.
     #[arg(long, env = "TOKENSMITH_EXCHANGE_ACCEPTS_API_AUDIENCE", default_value_t = false, action = clap::ArgAction::Set)]
     exchange_accepts_api_audience: bool,
+    /// The token service's connections open at once; more are closed on
+    /// accept.
+    #[arg(long, env = "TOKENSMITH_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// A TLS handshake must be done within this.
+    #[arg(long, env = "TOKENSMITH_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    tls_handshake_timeout: std::time::Duration,
+    /// A connection's first request must arrive within this after the handshake.
+    #[arg(long, env = "TOKENSMITH_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    first_request_timeout: std::time::Duration,
+    /// A request's headers must arrive within this (the wait of a kept-alive
+    /// HTTP/1 connection for its next request included).
+    #[arg(long, env = "TOKENSMITH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_read_timeout: std::time::Duration,
+    /// A request, its body included, must be answered within this.
+    #[arg(long, env = "TOKENSMITH_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    request_timeout: std::time::Duration,
+    /// A connection that sends and receives nothing for this long is closed.
+    #[arg(long, env = "TOKENSMITH_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    idle_timeout: std::time::Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
     #[arg(
         long,
@@ -87,6 +107,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         public_url: public_url.clone(),
         exchange_accepts_api_audience: args.exchange_accepts_api_audience,
+        limits: server::ConnectionLimits {
+            max_connections: args.max_connections,
+            handshake_timeout: args.tls_handshake_timeout,
+            first_request_timeout: args.first_request_timeout,
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            idle_timeout: args.idle_timeout,
+        },
     };
     let identity = args
         .instance
@@ -174,4 +202,9 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+/// A duration flag in Go's notation (`10s`, `1m30s`), as in the CRDs.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::api::parse_go_duration(text).map_err(|e| e.to_string())
 }

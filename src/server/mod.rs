@@ -5,6 +5,7 @@ mod endpoints;
 mod exchange;
 mod index;
 pub mod inspect;
+pub mod limits;
 mod lookup;
 mod mint;
 mod oauth;
@@ -13,6 +14,7 @@ pub mod tls;
 mod wellknown;
 
 pub use index::Index;
+pub use limits::ConnectionLimits;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,7 +23,7 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use kube::Client;
 use tracing::info;
 
@@ -46,6 +48,7 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Token exchange also accepts API-audience service-account tokens.
     pub exchange_accepts_api_audience: bool,
+    pub limits: ConnectionLimits,
 }
 
 /// What every request handler shares.
@@ -59,8 +62,9 @@ pub struct AppState {
     pub exchange_accepts_api_audience: bool,
 }
 
-/// The routes of the token service.
-pub fn router(state: AppState) -> Router {
+/// The routes of the token service; a request must be answered within
+/// `request_timeout`.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/oauth/token", post(endpoints::token))
         .route("/oauth/introspect", post(endpoints::introspect))
@@ -69,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/userinfo", get(endpoints::userinfo))
         .fallback(wellknown::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limits::request_timeout(request_timeout, request, next)
+        }))
         .with_state(state)
 }
 
@@ -118,9 +125,19 @@ pub async fn run(
             readiness.set(true);
         }
     });
-    let served = axum_server::bind_rustls(config.listen, rustls)
-        .handle(handle)
-        .serve(router(state).into_make_service());
+    let limits = config.limits;
+    let acceptor = RustlsAcceptor::new(rustls)
+        .handshake_timeout(limits.handshake_timeout)
+        .acceptor(limits::LimitedAcceptor::new(&limits));
+    let mut server = axum_server::bind(config.listen)
+        .acceptor(acceptor)
+        .first_request_timeout(limits.first_request_timeout)
+        .handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(limits.header_read_timeout);
+    let served = server.serve(router(state, limits.request_timeout).into_make_service());
     tokio::select! {
         result = served => result?,
         ended = watches => anyhow::bail!("the token service's watches ended: {ended:?}"),
