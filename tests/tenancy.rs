@@ -1424,3 +1424,86 @@ async fn idle_slow_and_surplus_connections_are_closed() {
     )
     .await;
 }
+
+/// Issue 10, line 1 (quota): a namespace that holds its quota of revoked
+/// tokens mints no more until they expire, and revoking still works.
+#[tokio::test]
+async fn a_namespace_over_its_revocation_quota_mints_nothing_but_still_revokes() {
+    let cluster = SharedCluster::new("quota").await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (before, before_token) = cluster
+        .token(a, "before", json!({ "scopes": ["read_a"] }))
+        .await;
+    let verifier = cluster.verifier(b, "verifier").await;
+    assert_eq!(
+        cluster.introspect(&verifier, &before_token).await["active"],
+        true
+    );
+
+    // Earlier revocations of this namespace, up to the default quota (1000).
+    let expiry = (Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1)).to_string();
+    let entries: std::collections::BTreeMap<String, String> = (0..1000)
+        .map(|i| {
+            (
+                format!("0000000000000000.quota-{i}"),
+                format!("{expiry} {}", a.ns.name),
+            )
+        })
+        .collect();
+    let record_name = format!("tokensmith-revocations-quota-{}", a.ns.name);
+    let records: Api<ConfigMap> = Api::namespaced(cluster.admin.clone(), OPERATOR_NAMESPACE);
+    apply(
+        &records,
+        &record_name,
+        json!({
+            "metadata": { "labels": { "tokensmith.dev/revocations": "true" } },
+            "data": entries,
+        }),
+    )
+    .await;
+
+    let tokens: Api<AccessToken> = Api::namespaced(a.client.clone(), &a.ns.name);
+    apply(
+        &tokens,
+        "after",
+        json!({ "spec": { "issuerRef": cluster.shared_ref(), "scopes": ["read_a"] } }),
+    )
+    .await;
+    let waiting = wait_reason(&tokens, "after", "RevocationQuotaExceeded").await;
+    assert_eq!(status_of(&waiting).token_id, None, "nothing was minted");
+    // Another namespace is not held back.
+    cluster
+        .token(b, "unaffected", json!({ "scopes": ["read_b"] }))
+        .await;
+
+    // Revoking is never refused.
+    tokens
+        .delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    let before_id = status_of(&before).token_id.clone().unwrap();
+    eventually(TIMEOUT, "the deleted token to be revoked", || async {
+        revocation_record_names(&cluster.admin, &cluster.issuer_url, &before_id)
+            .await
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        cluster.introspect(&verifier, &before_token).await["active"],
+        false
+    );
+
+    // Once the entries are gone, minting resumes.
+    records
+        .delete(&record_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        &tokens,
+        "after",
+        Duration::from_secs(60),
+        "the token to be minted",
+        |t| reason(t).as_deref() == Some("Issued"),
+    )
+    .await;
+}

@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// A connection that sends and receives nothing for this long is closed.
     #[arg(long, env = "TOKENSMITH_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     idle_timeout: std::time::Duration,
+    /// Revocation entries one namespace may hold in the cluster-wide
+    /// revocation record; beyond it, that namespace's AccessTokens wait to
+    /// mint (condition RevocationQuotaExceeded) until entries expire.
+    /// Revoking is never refused.
+    #[arg(long, env = "TOKENSMITH_REVOCATION_QUOTA", default_value_t = 1000)]
+    revocation_quota: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
     #[arg(
         long,
@@ -124,6 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         instance: args.instance,
         public_url,
+        revocation_quota: args.revocation_quota,
     };
     let metrics = Metrics::shared();
     let readiness = Readiness::default();

@@ -1,7 +1,7 @@
 use std::{collections::HashMap, sync::Arc};
 
-use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
     Api, Client, Resource,
     core::PartialObjectMeta,
@@ -15,8 +15,10 @@ use kube::{
 use tokio::sync::Mutex;
 
 use super::{
-    Error, MANAGED_BY, error::is_namespace_terminating, issuer_ref::IssuerStores,
-    revocation::RevocationStore,
+    Error, MANAGED_BY,
+    error::is_namespace_terminating,
+    issuer_ref::IssuerStores,
+    revocation::{REVOCATIONS_LABEL, RevocationCounts, RevocationStore},
 };
 use crate::{
     api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
@@ -36,6 +38,9 @@ pub struct Config {
     /// Base URL clients reach the token service at (written to
     /// AppRegistration Secrets as `token-url`).
     pub public_url: String,
+    /// Revocation entries one namespace may hold before its AccessTokens
+    /// stop minting (revoking is never refused).
+    pub revocation_quota: usize,
 }
 
 /// What every reconcile shares.
@@ -48,6 +53,8 @@ pub struct Context {
     pub managed_secrets: Store<PartialObjectMeta<Secret>>,
     pub issuers: IssuerStores,
     pub apps: Store<AppRegistration>,
+    /// Live revocation entries per namespace, for the quota.
+    pub revocation_counts: RevocationCounts,
     /// Active signing keys by the path of their issuer's key Secret, so a
     /// mint does not read and parse the Secret each time.
     pub signing_keys: Mutex<HashMap<String, SigningKey>>,
@@ -124,14 +131,32 @@ impl Context {
             .touched_objects()
             .boxed(),
         };
+        let (revocation_record, revocations_writer) = reflector::store();
+        let revocation_counts = RevocationCounts::default();
+        let counts = revocation_counts.clone();
         let watches: BoxFuture<'static, ()> = Box::pin(
-            watcher(
-                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                watcher::Config::default(),
+            futures::future::join(
+                watcher(
+                    Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff()
+                .reflect(namespaces_writer)
+                .for_each(|_| async {}),
+                watcher(
+                    Api::<ConfigMap>::namespaced(client.clone(), &config.namespace),
+                    watcher::Config::default().labels(REVOCATIONS_LABEL),
+                )
+                .default_backoff()
+                .reflect(revocations_writer)
+                .for_each(move |event| {
+                    if let Ok(event) = &event {
+                        counts.apply(event);
+                    }
+                    async {}
+                }),
             )
-            .default_backoff()
-            .reflect(namespaces_writer)
-            .for_each(|_| async {}),
+            .map(|_| ()),
         );
 
         let reporter = Reporter {
@@ -144,6 +169,7 @@ impl Context {
             filled(&token_issuers),
             filled(&cluster_issuers),
             filled(&apps),
+            filled(&revocation_record),
         ]);
         let ctx = Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -152,6 +178,7 @@ impl Context {
             config,
             managed_secrets,
             apps,
+            revocation_counts,
             issuers: IssuerStores {
                 token_issuers,
                 cluster_issuers,

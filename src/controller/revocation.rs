@@ -9,7 +9,7 @@
 //! merge patches that add keys, so concurrent writers never lose each other's
 //! entries and no read-modify-write is needed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
@@ -33,6 +33,9 @@ pub struct RevokedToken {
     pub issuer_url: String,
     pub token_id: String,
     pub expires_at: Timestamp,
+    /// The namespace of the object it belonged to: its entry counts against
+    /// that namespace's quota.
+    pub namespace: Option<String>,
 }
 
 impl RevokedToken {
@@ -40,6 +43,72 @@ impl RevokedToken {
     pub fn key(&self) -> String {
         revocation_key(&self.issuer_url, &self.token_id)
     }
+
+    /// Its value in the record: `<expiry>` or `<expiry> <namespace>`.
+    fn value(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}", self.expires_at),
+            None => self.expires_at.to_string(),
+        }
+    }
+}
+
+/// The expiry and namespace an entry's value holds.
+pub fn parse_entry(value: &str) -> (Option<Timestamp>, Option<&str>) {
+    let (expiry, namespace) = match value.split_once(' ') {
+        Some((expiry, namespace)) => (expiry, Some(namespace)),
+        None => (value, None),
+    };
+    (expiry.parse().ok(), namespace)
+}
+
+/// Live revocation entries per namespace, kept from the watch of the
+/// record's ConfigMaps: what the per-namespace quota is judged on.
+#[derive(Clone, Default)]
+pub struct RevocationCounts {
+    by_shard: std::sync::Arc<std::sync::RwLock<HashMap<String, HashMap<String, usize>>>>,
+}
+
+impl RevocationCounts {
+    /// Follows one watch event of a record ConfigMap.
+    pub fn apply(&self, event: &kube::runtime::watcher::Event<ConfigMap>) {
+        use kube::runtime::watcher::Event;
+        let mut shards = self
+            .by_shard
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match event {
+            Event::Apply(cm) | Event::InitApply(cm) => {
+                let name = cm.metadata.name.clone().unwrap_or_default();
+                shards.insert(name, count_by_namespace(cm));
+            }
+            Event::Delete(cm) => {
+                shards.remove(cm.metadata.name.as_deref().unwrap_or_default());
+            }
+            Event::Init => shards.clear(),
+            Event::InitDone => {}
+        }
+    }
+
+    /// Entries recorded for `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> usize {
+        self.by_shard
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter_map(|counts| counts.get(namespace))
+            .sum()
+    }
+}
+
+fn count_by_namespace(cm: &ConfigMap) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for value in cm.data.iter().flatten().map(|(_, v)| v) {
+        if let (_, Some(namespace)) = parse_entry(value) {
+            *counts.entry(namespace.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 /// The record's key for token `token_id` of the issuer `issuer_url`:
@@ -79,7 +148,7 @@ impl RevocationStore {
             by_shard
                 .entry(shard_name(&key))
                 .or_default()
-                .insert(key, token.expires_at.to_string());
+                .insert(key, token.value());
         }
         for (shard, entries) in by_shard {
             let written = self.add_entries(&shard, &entries).await?;
@@ -145,7 +214,7 @@ impl RevocationStore {
             .data
             .iter()
             .flatten()
-            .filter(|(_, exp)| exp.parse::<Timestamp>().is_ok_and(|exp| exp <= now))
+            .filter(|(_, value)| parse_entry(value).0.is_some_and(|exp| exp <= now))
             .map(|(id, _)| (id.clone(), Value::Null))
             .collect();
         if expired.is_empty() {
@@ -177,6 +246,48 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
             "a valid ConfigMap key: {key}"
         );
+    }
+
+    #[test]
+    fn entries_carry_their_namespace_and_are_counted_by_it() {
+        let at: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let token = |id: &str, namespace: Option<&str>| RevokedToken {
+            issuer_url: "https://i".into(),
+            token_id: id.into(),
+            expires_at: at,
+            namespace: namespace.map(String::from),
+        };
+        assert_eq!(
+            parse_entry(&token("a", Some("team-a")).value()),
+            (Some(at), Some("team-a"))
+        );
+        assert_eq!(parse_entry(&token("b", None).value()), (Some(at), None));
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("tokensmith-revocations-0".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                [
+                    token("a", Some("team-a")),
+                    token("b", Some("team-a")),
+                    token("c", Some("team-b")),
+                    token("d", None),
+                ]
+                .iter()
+                .map(|t| (t.key(), t.value()))
+                .collect(),
+            ),
+            ..ConfigMap::default()
+        };
+        let counts = RevocationCounts::default();
+        counts.apply(&kube::runtime::watcher::Event::Apply(cm.clone()));
+        assert_eq!(
+            (counts.in_namespace("team-a"), counts.in_namespace("team-b")),
+            (2, 1)
+        );
+        counts.apply(&kube::runtime::watcher::Event::Delete(cm));
+        assert_eq!(counts.in_namespace("team-a"), 0);
     }
 
     #[test]

@@ -208,6 +208,7 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, params: P
             issuer_url: active.iss.clone(),
             token_id: active.jti.clone(),
             expires_at: Timestamp::from_second(active.exp).unwrap_or(Timestamp::MAX),
+            namespace: app.namespace(),
         };
         if let Err(error) = state.revocations.revoke(&[revoked], Timestamp::now()).await {
             return OAuthError::server_error(format!(

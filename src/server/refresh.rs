@@ -256,7 +256,7 @@ pub async fn refresh(
         match chain.judge(token, now) {
             Presented::Current => {
                 if !subject_exists(state, &chain).await? {
-                    revoke_chain(state, &chains, chain_id, &chain).await?;
+                    revoke_chain(state, app, &chains, chain_id, &chain).await?;
                     info!(client_id = %client_id, chain = %chain_id, "the chain's service account is gone; chain revoked");
                     return Err(invalid_grant(
                         "the service account this refresh token acts for no longer exists; its chain is revoked",
@@ -285,7 +285,7 @@ pub async fn refresh(
                 }
             }
             Presented::Reused => {
-                revoke_chain(state, &chains, chain_id, &chain).await?;
+                revoke_chain(state, app, &chains, chain_id, &chain).await?;
                 warn!(client_id = %client_id, chain = %chain_id, "a spent refresh token was presented again; its chain is revoked");
                 return Err(invalid_grant(
                     "the refresh token was already used; every token of its chain is now revoked",
@@ -338,7 +338,7 @@ pub async fn revoke(
     if chain.client_id == app.uid().unwrap_or_default()
         && chain.judge(token, now) != Presented::Unknown
     {
-        revoke_chain(state, &chains, chain_id, &chain).await?;
+        revoke_chain(state, app, &chains, chain_id, &chain).await?;
         info!(client_id = %chain.client_id, chain = %chain_id, "refresh chain revoked by its client");
     }
     Ok(())
@@ -348,6 +348,7 @@ pub async fn revoke(
 /// the chain, so none of its refresh tokens works any more.
 async fn revoke_chain(
     state: &AppState,
+    app: &AppRegistration,
     chains: &Chains,
     chain_id: &str,
     chain: &RefreshChain,
@@ -359,6 +360,7 @@ async fn revoke_chain(
             issuer_url: t.issuer_url.clone(),
             token_id: t.token_id.clone(),
             expires_at: Timestamp::from_second(t.expires_at).unwrap_or(Timestamp::MAX),
+            namespace: app.namespace(),
         })
         .collect();
     if !revoked.is_empty() {

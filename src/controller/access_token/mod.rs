@@ -64,6 +64,7 @@ mod reason {
     pub const REVOKED: &str = "Revoked";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const REVOCATION_QUOTA_EXCEEDED: &str = "RevocationQuotaExceeded";
 }
 
 pub fn controller(
@@ -379,6 +380,19 @@ impl<'a> Reconciler<'a> {
 
         match next {
             Next::Mint(reason) => {
+                let recorded = self.ctx.revocation_counts.in_namespace(&self.namespace);
+                if recorded >= self.ctx.config.revocation_quota {
+                    let message = format!(
+                        "namespace {} holds {recorded} revoked tokens that have not expired, its quota is {}: no token is minted until some expire (the current one, if any, stays valid until it expires)",
+                        self.namespace, self.ctx.config.revocation_quota
+                    );
+                    return self
+                        .blocked(
+                            Readiness::not_ready(reason::REVOCATION_QUOTA_EXCEEDED, message),
+                            Some(Duration::from_secs(15)),
+                        )
+                        .await;
+                }
                 let last_issued = self.status.issued_at.as_ref().map(|t| t.0);
                 if let Some(at) = next_mint_allowed(last_issued, self.now) {
                     // One mint per object per interval, whatever asks for it.
@@ -527,8 +541,10 @@ impl<'a> Reconciler<'a> {
         secret::write(self.ctx, self.token, &record, Some(&value), secret).await?;
 
         // Superseded by rotation, they keep the claims of the current record
-        // (a rotation never changes what is minted).
-        let previous: Vec<PreviousToken> = if why != MintReason::Rotation {
+        // (a rotation never changes what is minted). At most
+        // MAX_PREVIOUS_TOKENS stay valid, the latest to expire; older ones
+        // are revoked.
+        let mut previous: Vec<PreviousToken> = if why != MintReason::Rotation {
             Vec::new()
         } else {
             let current = self
@@ -548,6 +564,18 @@ impl<'a> Reconciler<'a> {
                 .filter(|p| p.expires_at.0 > self.now && p.token_id != token_id)
                 .collect()
         };
+        previous.sort_by(|a, b| b.expires_at.0.cmp(&a.expires_at.0));
+        let dropped: Vec<RevokedToken> = previous
+            .split_off(previous.len().min(MAX_PREVIOUS_TOKENS))
+            .into_iter()
+            .map(|p| RevokedToken {
+                issuer_url: record.minted.issuer_url.clone(),
+                token_id: p.token_id,
+                expires_at: p.expires_at.0,
+                namespace: Some(self.namespace.clone()),
+            })
+            .collect();
+        self.ctx.revocations.revoke(&dropped, self.now).await?;
 
         let (reason, event_reason, note) = match why {
             MintReason::Initial => (
@@ -773,6 +801,7 @@ impl<'a> Reconciler<'a> {
                     issuer_url: minted.issuer_url.clone(),
                     token_id: token_id.clone(),
                     expires_at: expires_at.0,
+                    namespace: Some(self.namespace.clone()),
                 });
             }
         }
