@@ -564,7 +564,7 @@ impl<'a> Reconciler<'a> {
                 .filter(|p| p.expires_at.0 > self.now && p.token_id != token_id)
                 .collect()
         };
-        previous.sort_by(|a, b| b.expires_at.0.cmp(&a.expires_at.0));
+        previous.sort_by_key(|p| std::cmp::Reverse(p.expires_at.0));
         let dropped: Vec<RevokedToken> = previous
             .split_off(previous.len().min(MAX_PREVIOUS_TOKENS))
             .into_iter()
