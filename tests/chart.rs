@@ -340,9 +340,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         }
         granted.push(("patch", resource, &status[..]));
     }
-    for verb in [
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ] {
+    for verb in ["get", "list", "watch", "create", "patch", "delete"] {
         granted.push((verb, "secrets".into(), &elsewhere[..]));
     }
     granted.extend([
@@ -368,6 +366,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         ("get", "leases.coordination.k8s.io".into(), &own[..]),
         ("create", "leases.coordination.k8s.io".into(), &own[..]),
         ("patch", "leases.coordination.k8s.io".into(), &own[..]),
+        ("update", "secrets".into(), &own[..]),
     ]);
     for (verb, resource, scope) in &granted {
         assert!(
@@ -378,6 +377,7 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
     let denied: Vec<(&str, &str, &[&str])> = vec![
         ("create", "accesstokens.tokensmith.dev", &all),
         ("update", "accesstokens.tokensmith.dev", &all),
+        ("update", "secrets", &elsewhere),
         ("delete", "accesstokens.tokensmith.dev", &all),
         ("delete", "appregistrations.tokensmith.dev", &all),
         ("list", "configmaps", &elsewhere),

@@ -1507,3 +1507,82 @@ async fn a_namespace_over_its_revocation_quota_mints_nothing_but_still_revokes()
     )
     .await;
 }
+
+/// Issue 10, line 7: Secrets in a tenant's namespace are neither cached as
+/// keys nor trusted: a tenant's "key Secret" signs nothing that verifies.
+#[tokio::test]
+async fn a_key_secret_in_a_tenants_namespace_is_not_read() {
+    let cluster = SharedCluster::new("own-keys").await;
+    let a = &cluster.a;
+    let own_url = served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
+    let client = app(
+        &a.client,
+        &a.ns.name,
+        "client",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "own" } }),
+    )
+    .await;
+    // A keyring of the tenant's making, where keys used to live, labelled
+    // as the operator labels key Secrets.
+    let forged = tokensmith::token::plan_keys(
+        Keyring::default(),
+        tokensmith::token::KeyPolicy {
+            algorithm: tokensmith::api::SigningAlgorithm::ES256,
+            rotation_interval: Duration::from_secs(86_400),
+            max_token_lifetime: Duration::from_secs(86_400),
+        },
+        Timestamp::now(),
+    )
+    .unwrap()
+    .keyring;
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "tokensmith-issuer-own",
+            "labels": { "tokensmith.dev/issuer": "own", "app.kubernetes.io/managed-by": "tokensmith" },
+        },
+        "stringData": { KEYRING_SECRET_KEY: String::from_utf8(forged.to_json()).unwrap() },
+    });
+    Api::<Secret>::namespaced(a.client.clone(), &a.ns.name)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(secret).unwrap(),
+        )
+        .await
+        .unwrap();
+    let key = forged.active_signing_key().unwrap().unwrap();
+    let now = Timestamp::now().as_second();
+    let token = sign_jwt(
+        &AccessTokenClaims {
+            iss: own_url.clone(),
+            sub: client.0.clone(),
+            aud: vec![],
+            exp: now + 600,
+            iat: now,
+            nbf: now,
+            jti: tokensmith::token::new_endpoint_token_id(),
+            scope: String::new(),
+            client_id: Some(client.0.clone()),
+            extra: Default::default(),
+        },
+        &key,
+    );
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_string();
+    holds_for(
+        Duration::from_secs(3),
+        "the forged key being ignored",
+        || async {
+            let answer = cluster.introspect(&client, &token).await;
+            (answer["active"] == false)
+                .then_some(())
+                .ok_or(format!("introspection says {answer}"))
+        },
+    )
+    .await;
+    let kids = jwks_kids(&cluster.http, &own_url).await.unwrap();
+    assert!(
+        !kids.contains(&key.kid),
+        "the JWKS publishes the tenant's key"
+    );
+}
