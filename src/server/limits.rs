@@ -234,17 +234,19 @@ mod tests {
         let acceptor = LimitedAcceptor::new(&limits);
         let (mut active, mut peer) = pair(&acceptor).await.unwrap();
         // Traffic every 100 ms keeps it open past the idle timeout.
+        let mut last_traffic = Instant::now();
         for _ in 0..6 {
             peer.write_all(b"x").await.unwrap();
             let mut byte = [0u8; 1];
             active.read_exact(&mut byte).await.unwrap();
+            last_traffic = Instant::now();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let started = Instant::now();
         let mut byte = [0u8; 1];
         let error = active.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= Duration::from_millis(250));
-        assert!(started.elapsed() < Duration::from_secs(2));
+        let idle = last_traffic.elapsed();
+        assert!(idle >= Duration::from_millis(290), "closed after {idle:?} idle");
+        assert!(idle < Duration::from_secs(2), "closed after {idle:?} idle");
     }
 }
