@@ -246,7 +246,10 @@ mod tests {
         let error = active.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         let idle = last_traffic.elapsed();
-        assert!(idle >= Duration::from_millis(290), "closed after {idle:?} idle");
+        assert!(
+            idle >= Duration::from_millis(290),
+            "closed after {idle:?} idle"
+        );
         assert!(idle < Duration::from_secs(2), "closed after {idle:?} idle");
     }
 }
