@@ -1586,3 +1586,90 @@ async fn a_key_secret_in_a_tenants_namespace_is_not_read() {
         "the JWKS publishes the tenant's key"
     );
 }
+
+/// Issue 10, line 1 (a full record): when the record's ConfigMap for a token
+/// is full, its revocation goes to an overflow page instead of failing.
+#[tokio::test]
+async fn a_revocation_is_recorded_even_when_its_shard_is_full() {
+    use tokensmith::controller::revocation::{revocation_key, shard_name};
+    let cluster = SharedCluster::new("full").await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (victim, token) = cluster
+        .token(a, "doomed", json!({ "scopes": ["read_a"] }))
+        .await;
+    let verifier = cluster.verifier(b, "verifier").await;
+    let token_id = status_of(&victim).token_id.clone().unwrap();
+    let shard = shard_name(&revocation_key(&cluster.issuer_url, &token_id));
+
+    // Fill the shard until the API server refuses one more entry (etcd's
+    // request limit comes before the 1 MiB of a ConfigMap's data).
+    let records: Api<ConfigMap> = Api::namespaced(cluster.admin.clone(), OPERATOR_NAMESPACE);
+    let params = PatchParams::default();
+    let value = "2099-01-01T00:00:00Z junk";
+    let mut junk: Vec<String> = Vec::new();
+    for chunk in [5000, 1000, 200, 40, 8, 1] {
+        loop {
+            let keys: Vec<String> = (junk.len()..junk.len() + chunk)
+                .map(|i| format!("ffffffffffffffff.full-{i:08}"))
+                .collect();
+            let data: serde_json::Map<String, Value> =
+                keys.iter().map(|k| (k.clone(), json!(value))).collect();
+            let body = json!({
+                "metadata": { "labels": { "tokensmith.dev/revocations": "true" } },
+                "data": data,
+            });
+            let added = match records.patch(&shard, &params, &Patch::Merge(&body)).await {
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    let mut created = body.clone();
+                    created["metadata"]["name"] = json!(shard);
+                    records
+                        .create(
+                            &Default::default(),
+                            &serde_json::from_value(created).unwrap(),
+                        )
+                        .await
+                        .map(drop)
+                }
+                other => other.map(drop),
+            };
+            if added.is_err() {
+                break;
+            }
+            junk.extend(keys);
+        }
+    }
+    println!("the shard holds {} extra entries when full", junk.len());
+
+    Api::<AccessToken>::namespaced(a.client.clone(), &a.ns.name)
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(TIMEOUT, "the revocation to be recorded", || async {
+        revocation_record_names(&cluster.admin, &cluster.issuer_url, &token_id)
+            .await
+            .then_some(())
+    })
+    .await;
+    let overflow = records
+        .get(&format!("{shard}-1"))
+        .await
+        .expect("an overflow page");
+    assert!(
+        overflow
+            .data
+            .unwrap()
+            .contains_key(&revocation_key(&cluster.issuer_url, &token_id))
+    );
+    eventually(TIMEOUT, "the token to be inactive", || async {
+        (cluster.introspect(&verifier, &token).await["active"] == false).then_some(())
+    })
+    .await;
+
+    // Leave the shard as it was.
+    let removed: serde_json::Map<String, Value> =
+        junk.iter().map(|k| (k.clone(), Value::Null)).collect();
+    records
+        .patch(&shard, &params, &Patch::Merge(json!({ "data": removed })))
+        .await
+        .unwrap();
+}

@@ -127,6 +127,19 @@ pub fn shard_name(key: &str) -> String {
     format!("tokensmith-revocations-{:x}", hash % SHARDS)
 }
 
+/// Overflow pages a shard may spill into once its ConfigMap is full, so
+/// that a revocation is not refused for want of room: 16 shards of 65
+/// ConfigMaps hold about 15 million unexpired entries.
+pub const OVERFLOW_PAGES: usize = 64;
+
+/// The ConfigMaps of a shard, in the order they fill: the shard's own, then
+/// `<shard>-1`, `<shard>-2`, ... Pages are only ever created in this order
+/// and never deleted, so a reader may stop at the first one missing.
+pub fn shard_pages(shard: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(shard.to_string())
+        .chain((1..=OVERFLOW_PAGES).map(move |n| format!("{shard}-{n}")))
+}
+
 /// Writes revocations into the cluster.
 #[derive(Clone)]
 pub struct RevocationStore {
@@ -151,10 +164,42 @@ impl RevocationStore {
                 .insert(key, token.value());
         }
         for (shard, entries) in by_shard {
-            let written = self.add_entries(&shard, &entries).await?;
-            self.prune_expired(&shard, &written, now).await?;
+            self.add_to_shard(&shard, &entries, now).await?;
         }
         Ok(())
+    }
+
+    /// Adds `entries` to the first page of `shard` with room, pruning a full
+    /// page of its expired entries before moving on to the next.
+    async fn add_to_shard(
+        &self,
+        shard: &str,
+        entries: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<()> {
+        for page in shard_pages(shard) {
+            let written = match self.add_entries(&page, entries).await {
+                Ok(written) => written,
+                Err(Error::RevocationStoreFull { .. }) => {
+                    let full = self.api.get(&page).await?;
+                    if !self.prune_expired(&page, &full, now).await? {
+                        continue;
+                    }
+                    match self.add_entries(&page, entries).await {
+                        Ok(written) => written,
+                        Err(Error::RevocationStoreFull { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            self.prune_expired(&page, &written, now).await?;
+            return Ok(());
+        }
+        Err(Error::RevocationStoreFull {
+            configmap: format!("{shard}-{OVERFLOW_PAGES}"),
+            entries: entries.len(),
+        })
     }
 
     async fn add_entries(
@@ -198,7 +243,14 @@ impl RevocationStore {
                     Err(e) => Err(e.into()),
                 }
             }
-            Err(kube::Error::Api(status)) if status.code == 413 || status.code == 422 => {
+            // A ConfigMap over 1 MiB of data (422), or an object etcd refuses
+            // to store (its request limit, answered 500 "request is too
+            // large"): this page is full.
+            Err(kube::Error::Api(status))
+                if status.code == 413
+                    || status.code == 422
+                    || status.message.contains("request is too large") =>
+            {
                 let entries = self.api.get(shard).await?.data.map_or(0, |d| d.len());
                 Err(Error::RevocationStoreFull {
                     configmap: shard.to_string(),
@@ -209,7 +261,8 @@ impl RevocationStore {
         }
     }
 
-    async fn prune_expired(&self, shard: &str, cm: &ConfigMap, now: Timestamp) -> Result<()> {
+    /// Drops the expired entries of `cm`; whether there were any.
+    async fn prune_expired(&self, shard: &str, cm: &ConfigMap, now: Timestamp) -> Result<bool> {
         let expired: serde_json::Map<String, Value> = cm
             .data
             .iter()
@@ -218,7 +271,7 @@ impl RevocationStore {
             .map(|(id, _)| (id.clone(), Value::Null))
             .collect();
         if expired.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let params = PatchParams {
             field_manager: Some(MANAGER.to_string()),
@@ -227,7 +280,7 @@ impl RevocationStore {
         self.api
             .patch(shard, &params, &Patch::Merge(json!({ "data": expired })))
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 

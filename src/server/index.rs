@@ -30,7 +30,7 @@ use crate::{
     controller::{
         issuer::{ISSUER_LABEL, key_secret_location},
         issuer_ref::{IssuerStores, UrlClaimant},
-        revocation::{REVOCATIONS_LABEL, revocation_key, shard_name},
+        revocation::{REVOCATIONS_LABEL, revocation_key, shard_name, shard_pages},
     },
     ready_gate::{ReadyGate, filled},
     token::{KEYRING_SECRET_KEY, Keyring},
@@ -410,9 +410,12 @@ impl Index {
     /// `issuer_url`.
     pub fn is_revoked(&self, issuer_url: &str, token_id: &str) -> bool {
         let key = revocation_key(issuer_url, token_id);
-        self.revocations
-            .get(&ObjectRef::new(&shard_name(&key)).within(&self.operator_namespace))
-            .and_then(|cm| cm.data.as_ref().map(|d| d.contains_key(&key)))
-            .unwrap_or(false)
+        let shard = shard_name(&key);
+        shard_pages(&shard)
+            .map_while(|page| {
+                self.revocations
+                    .get(&ObjectRef::new(&page).within(&self.operator_namespace))
+            })
+            .any(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key(&key)))
     }
 }
