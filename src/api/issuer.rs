@@ -311,6 +311,23 @@ impl IssuerSettings {
         )
     }
 
+    /// The first of `values` that none of the glob `patterns` (`*`: any run
+    /// of characters; `${namespace}`: `namespace`) matches; `None` when all
+    /// match or there are no patterns (a policy left unset allows all).
+    pub fn first_unmatched<'a>(
+        patterns: Option<&[String]>,
+        values: impl IntoIterator<Item = &'a String>,
+        namespace: &str,
+    ) -> Option<&'a String> {
+        let patterns: Vec<wildmatch::WildMatch> = patterns?
+            .iter()
+            .map(|p| wildmatch::WildMatch::new(&p.replace("${namespace}", namespace)))
+            .collect();
+        values
+            .into_iter()
+            .find(|value| !patterns.iter().any(|p| p.matches(value)))
+    }
+
     /// The issuer's `audiences`, empty when unset.
     pub fn audiences(&self) -> &[String] {
         self.audiences.as_deref().unwrap_or_default()

@@ -33,7 +33,7 @@ use super::{
     refresh_chains::{CHAIN_CLIENT_LABEL, prune_expired_chains},
 };
 use crate::{
-    api::{AppRegistration, AppRegistrationStatus},
+    api::{AppRegistration, AppRegistrationStatus, IssuerSettings},
     token::{fingerprint, new_opaque_token, whole_seconds},
 };
 
@@ -203,18 +203,15 @@ async fn reconcile_app(
             Ok(issuer) => issuer,
             Err((readiness, retry)) => return blocked(&app, &ctx, readiness, retry, now).await,
         };
-    if let Some(patterns) = &issuer.settings.allowed_audiences
-        && let Some(audience) = app.spec.audiences.iter().find(|a| {
-            !patterns
-                .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(a))
-        })
+    let allowed_audiences = issuer.settings.allowed_audiences.as_deref();
+    if let Some(audience) =
+        IssuerSettings::first_unmatched(allowed_audiences, &app.spec.audiences, &namespace)
     {
         let message = format!(
             "audience {audience:?} is not allowed by {} {} (allowedAudiences: {})",
             issuer.kind.as_str(),
             issuer.name,
-            patterns.join(", ")
+            allowed_audiences.unwrap_or_default().join(", ")
         );
         let readiness = Readiness::not_ready(reason::INVALID_SPEC, message);
         return blocked(&app, &ctx, readiness, None, now).await;

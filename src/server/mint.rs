@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use super::{index::Index, oauth::OAuthError};
 use crate::{
-    api::AppRegistration,
+    api::{AppRegistration, IssuerSettings},
     token::{AccessTokenClaims, new_endpoint_token_id, sign_jwt},
 };
 
@@ -59,13 +59,11 @@ pub fn mint(
             &index.operator_namespace,
         )
         .map_err(|(readiness, _)| OAuthError::server_error(readiness.message))?;
-    if let Some(patterns) = &issuer.settings.allowed_scopes
-        && let Some(scope) = scopes.iter().find(|s| {
-            !patterns
-                .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(s))
-        })
-    {
+    if let Some(scope) = IssuerSettings::first_unmatched(
+        issuer.settings.allowed_scopes.as_deref(),
+        scopes,
+        &namespace,
+    ) {
         return Err(OAuthError::invalid_scope(format!(
             "scope {scope:?} is not allowed by the app's issuer"
         )));
@@ -89,13 +87,11 @@ pub fn mint(
     } else {
         app.spec.audiences.clone()
     };
-    if let Some(patterns) = &issuer.settings.allowed_audiences
-        && let Some(audience) = aud.iter().find(|a| {
-            !patterns
-                .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(a))
-        })
-    {
+    if let Some(audience) = IssuerSettings::first_unmatched(
+        issuer.settings.allowed_audiences.as_deref(),
+        &aud,
+        &namespace,
+    ) {
         return Err(OAuthError::unauthorized_client(format!(
             "audience {audience:?} of the app is not allowed by its issuer"
         )));

@@ -77,14 +77,6 @@ pub fn timing_policy(spec: &AccessTokenSpec) -> Result<TimingPolicy, String> {
     })
 }
 
-/// Whether `value` matches one of the glob `patterns`, with `${namespace}`
-/// standing for `namespace`.
-fn matches_any(patterns: &[String], value: &str, namespace: &str) -> bool {
-    patterns
-        .iter()
-        .any(|p| wildmatch::WildMatch::new(&p.replace("${namespace}", namespace)).matches(value))
-}
-
 /// What of a spec the issuer's policy refuses, in words for the condition;
 /// `None` when the policy allows all of it. The subject checked is the one
 /// the token would carry (the default one included).
@@ -94,62 +86,51 @@ pub fn policy_violation(
     namespace: &str,
     name: &str,
 ) -> Option<String> {
-    let list = |patterns: &[String]| patterns.join(", ");
-    if let Some(patterns) = &issuer.allowed_scopes
-        && let Some(scope) = spec
-            .scopes
-            .iter()
-            .find(|s| !matches_any(patterns, s, namespace))
-    {
+    let refused = |patterns: &Option<Vec<String>>, values: &[String]| {
+        let patterns = patterns.as_deref()?;
+        let value = IssuerSettings::first_unmatched(Some(patterns), values, namespace)?;
+        Some((value.clone(), patterns.join(", ")))
+    };
+    if let Some((scope, allowed)) = refused(&issuer.allowed_scopes, &spec.scopes) {
         return Some(format!(
-            "scope {scope:?} is not allowed (allowedScopes: {})",
-            list(patterns)
+            "scope {scope:?} is not allowed (allowedScopes: {allowed})"
         ));
     }
-    if let Some(patterns) = &issuer.allowed_subjects
-        && !spec.is_userless()
-    {
+    if !spec.is_userless() {
         let subject = spec
             .subject
             .clone()
             .unwrap_or_else(|| default_subject(namespace, name));
-        if !matches_any(patterns, &subject, namespace) {
+        if let Some((subject, allowed)) = refused(&issuer.allowed_subjects, &[subject]) {
             return Some(format!(
-                "subject {subject:?} is not allowed (allowedSubjects: {}, with ${{namespace}} = {namespace})",
-                list(patterns)
+                "subject {subject:?} is not allowed (allowedSubjects: {allowed}, with ${{namespace}} = {namespace})"
             ));
         }
     }
-    if let Some(patterns) = &issuer.allowed_audiences
-        && let Some(audience) = audiences(spec, issuer)
-            .iter()
-            .find(|a| !matches_any(patterns, a, namespace))
-    {
+    if let Some((audience, allowed)) = refused(&issuer.allowed_audiences, audiences(spec, issuer)) {
         return Some(format!(
-            "audience {audience:?} is not allowed (allowedAudiences: {})",
-            list(patterns)
+            "audience {audience:?} is not allowed (allowedAudiences: {allowed})"
         ));
     }
-    let claim_allowed = |claim: &str| match &issuer.allowed_claims {
-        Some(patterns) => matches_any(patterns, claim, namespace),
-        None => !crate::api::IDENTITY_CLAIMS.contains(&claim),
-    };
-    if let Some(claim) = spec
+    let claims: Vec<String> = spec
         .claims
         .iter()
         .flatten()
-        .map(|(k, _)| k)
-        .find(|k| !claim_allowed(k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if let Some((claim, allowed)) = refused(&issuer.allowed_claims, &claims) {
+        return Some(format!(
+            "claim {claim:?} is not allowed (allowedClaims: {allowed})"
+        ));
+    }
+    if issuer.allowed_claims.is_none()
+        && let Some(claim) = claims
+            .iter()
+            .find(|c| crate::api::IDENTITY_CLAIMS.contains(&c.as_str()))
     {
-        return Some(match &issuer.allowed_claims {
-            Some(patterns) => format!(
-                "claim {claim:?} is not allowed (allowedClaims: {})",
-                list(patterns)
-            ),
-            None => format!(
-                "claim {claim:?} carries an identity to verifiers and is allowed only when the issuer's allowedClaims names it"
-            ),
-        });
+        return Some(format!(
+            "claim {claim:?} carries an identity to verifiers and is allowed only when the issuer's allowedClaims names it"
+        ));
     }
     None
 }
