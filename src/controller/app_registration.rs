@@ -33,7 +33,10 @@ use super::{
     refresh_chains::{CHAIN_CLIENT_LABEL, prune_expired_chains},
 };
 use crate::{
-    api::{AppRegistration, AppRegistrationStatus, IssuerSettings},
+    api::{
+        AppRegistration, AppRegistrationStatus, ClusterTokenIssuer, Issuer, IssuerSettings,
+        TokenIssuer,
+    },
     token::{fingerprint, new_opaque_token, whole_seconds},
 };
 
@@ -147,6 +150,18 @@ pub fn controller(
                 .collect::<Vec<_>>()
         },
     )
+    // An app waiting for its issuer (created with it, say) goes on as soon
+    // as the issuer is ready, not at its next retry.
+    .watches(
+        Api::<ClusterTokenIssuer>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        apps_of::<ClusterTokenIssuer>(ctx.apps.clone()),
+    )
+    .watches(
+        Api::<TokenIssuer>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        apps_of::<TokenIssuer>(ctx.apps.clone()),
+    )
     .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
     .graceful_shutdown_on(shutdown)
     .run(
@@ -157,6 +172,25 @@ pub fn controller(
         ctx,
     )
     .map(super::log_outcome)
+}
+
+/// Maps a changed issuer to the apps that name it.
+fn apps_of<I: Issuer>(
+    apps: kube::runtime::reflector::Store<AppRegistration>,
+) -> impl Fn(I) -> Vec<ObjectRef<AppRegistration>> + Send + Sync + 'static {
+    move |issuer: I| {
+        let (name, namespace) = (issuer.name_any(), issuer.namespace());
+        apps.state()
+            .iter()
+            .filter(|a| {
+                let r = a.spec.issuer_ref();
+                r.kind() == I::KIND
+                    && r.name == name
+                    && (namespace.is_none() || a.namespace() == namespace)
+            })
+            .map(|a| ObjectRef::from_obj(a.as_ref()))
+            .collect()
+    }
 }
 
 fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Action {
