@@ -62,6 +62,11 @@ async fn invalid_access_tokens_are_refused_with_a_readable_message() {
             "renewBefore must be at most 90% of lifetime",
         ),
         (
+            "expiresAt past what a timestamp can hold",
+            json!({ "expiresAt": "9999-12-31T23:59:59Z" }),
+            "expiresAt must be before 9999-12-30T00:00:00Z",
+        ),
+        (
             "renewBefore over 90% of lifetime",
             json!({ "lifetime": "100s", "renewBefore": "91s" }),
             "renewBefore must be at most 90% of lifetime",

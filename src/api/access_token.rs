@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Conditions, Duration, IssuerRef, LocalObjectRef, SecretTemplate};
+use super::{Conditions, Duration, FixedTime, IssuerRef, LocalObjectRef, SecretTemplate};
 
 /// Claim names the operator sets itself; `claims` may not override them.
 pub const RESERVED_CLAIMS: &[&str] = &[
@@ -141,9 +141,10 @@ pub struct AccessTokenSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("lifetime must be at least 10s"))]
     pub lifetime: Option<Duration>,
 
-    /// A fixed expiry time (RFC 3339). Excludes `lifetime`.
+    /// A fixed expiry time (RFC 3339), before 9999-12-30. Excludes `lifetime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
+    #[x_kube(validation = Rule::new("self < timestamp('9999-12-30T00:00:00Z')").message("expiresAt must be before 9999-12-30T00:00:00Z"))]
+    pub expires_at: Option<FixedTime>,
 
     /// Renew this long before expiry, e.g. `1h`; at most 90% of the
     /// lifetime. However it is set, a token is never renewed sooner than 10 s

@@ -9,12 +9,14 @@ mod access_token;
 mod app_registration;
 mod common;
 mod duration;
+mod fixed_time;
 mod issuer;
 
 pub use access_token::*;
 pub use app_registration::*;
 pub use common::*;
 pub use duration::*;
+pub use fixed_time::*;
 pub use issuer::*;
 
 /// The API group of every kind here.

@@ -94,8 +94,15 @@ pub async fn run(
         None => tls::generated(&client, &config.namespace, config.dns_names.clone()).await?,
     };
     let rustls = RustlsConfig::from_pem(cert.cert_pem, cert.key_pem).await?;
-    if !index.wait_until_ready().await {
-        anyhow::bail!("the token service's watches stopped");
+    // Stopping must not wait for a first list that may never come.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tokio::select! {
+        ready = index.wait_until_ready() => {
+            if !ready {
+                anyhow::bail!("the token service's watches stopped");
+            }
+        }
+        _ = shutdown.clone() => return Ok(()),
     }
     let soonest = index.clone();
     metrics.soonest_expiry_from(move || {

@@ -65,12 +65,13 @@ pub fn audiences<'a>(spec: &'a AccessTokenSpec, issuer: &'a IssuerSettings) -> &
     }
 }
 
-/// The timing policy of a spec; `Err` names a duration that does not parse.
+/// The timing policy of a spec; `Err` names a duration or time that does
+/// not parse (or that the operator cannot represent).
 pub fn timing_policy(spec: &AccessTokenSpec) -> Result<TimingPolicy, String> {
     let parse = |d: &Option<crate::api::Duration>| d.as_ref().map(|d| d.to_std()).transpose();
     Ok(TimingPolicy {
         lifetime: parse(&spec.lifetime).map_err(|e| e.to_string())?,
-        expires_at: spec.expires_at.as_ref().map(|t| t.0),
+        expires_at: spec.expires_at.as_ref().map(|t| t.parse()).transpose()?,
         renew_before: parse(&spec.renew_before).map_err(|e| e.to_string())?,
         renew_before_percentage: spec.renew_before_percentage.map(|p| p.clamp(1, 90) as u32),
         renew: spec.on_expiry() == ExpiryPolicy::Rotate,
@@ -165,7 +166,7 @@ pub fn spec_hash(spec: &AccessTokenSpec, issuer: &IssuerSettings) -> String {
         claims: spec.claims.as_ref(),
         app: spec.app_ref.as_ref().map(|a| a.name.as_str()),
         lifetime: spec.lifetime.as_ref().map(|d| d.as_str()),
-        expires_at: spec.expires_at.as_ref().map(|t| t.0.to_string()),
+        expires_at: spec.expires_at.as_ref().map(|t| t.to_string()),
     };
     fingerprint(&serde_json::to_string(&shape).expect("serializes"))
 }
@@ -431,6 +432,22 @@ mod tests {
         let minted = minted_claims(&userless, &issuer(), "team-a", "ci", None);
         assert_eq!(minted.subject, None);
         assert_eq!(claims(&minted, "jti-2", issued_at, expires_at).sub, "jti-2");
+    }
+
+    #[test]
+    fn a_time_past_the_end_of_the_timestamp_type_is_judged_not_fatal() {
+        // Admitted before the CRD bounded it: the object still decodes (one
+        // bad object must not make the list of AccessTokens unreadable), and
+        // the decision refuses it with words.
+        let token: AccessToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokensmith.dev/v1alpha1",
+            "kind": "AccessToken",
+            "metadata": { "name": "far", "namespace": "team-a" },
+            "spec": { "expiresAt": "9999-12-31T23:59:59Z" },
+        }))
+        .expect("decodes");
+        let refusal = timing_policy(&token.spec).unwrap_err();
+        assert!(refusal.contains("9999-12-31T23:59:59Z"), "{refusal}");
     }
 
     #[test]
