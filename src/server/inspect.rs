@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::index::Index;
 use crate::{
-    api::MintedClaims,
+    api::{AccessToken, MintedClaims},
     token::{AccessTokenClaims, fingerprint, is_endpoint_token_id, verify_jwt},
 };
 
@@ -65,7 +65,7 @@ fn inspect_jwt(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
         match index.access_token_by_id(&claims.iss, &claims.jti) {
             Some(resource) => {
                 let minted = resource.status.as_ref()?.minted.as_ref()?;
-                if resource.spec.is_revoked() || app_gone(index, minted) {
+                if withdrawn(&resource) || app_gone(index, minted) {
                     return None;
                 }
             }
@@ -92,6 +92,13 @@ fn inspect_jwt(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
     })
 }
 
+/// Whether the AccessToken's tokens are revoked or being revoked: a deletion
+/// in progress counts at once, on every replica, without waiting for the
+/// leader's finalizer to write the revocation record.
+fn withdrawn(resource: &AccessToken) -> bool {
+    resource.spec.is_revoked() || resource.metadata.deletion_timestamp.is_some()
+}
+
 /// Whether the app a token was minted for no longer exists.
 fn app_gone(index: &Index, minted: &MintedClaims) -> bool {
     minted
@@ -104,7 +111,7 @@ fn app_gone(index: &Index, minted: &MintedClaims) -> bool {
 /// and under which issuer, which must still exist and serve its namespace.
 fn inspect_opaque(index: &Index, token: &str) -> Option<ActiveToken> {
     let (resource, token_id) = index.access_token_by_hash(&fingerprint(token))?;
-    if resource.spec.is_revoked() {
+    if withdrawn(&resource) {
         return None;
     }
     let status = resource.status.as_ref()?;

@@ -20,11 +20,12 @@ use tokensmith::{
     },
 };
 
-/// An index holding `issuers` TokenIssuers, `tokens` AccessTokens and
-/// `apps` AppRegistrations; returns it with a JWT of one AccessToken, one
-/// of an app (as the token endpoint would mint), both signed by issuer 0,
-/// and one that claims an AccessToken no status records.
-fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String, String) {
+/// An index holding `issuers` TokenIssuers, `tokens` AccessTokens (the
+/// last one being deleted) and `apps` AppRegistrations; returns it with a
+/// JWT of one AccessToken, one of an app (as the token endpoint would mint),
+/// both signed by issuer 0, one that claims an AccessToken no status
+/// records, and one of the AccessToken being deleted.
+fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String, String, String) {
     let (mut token_issuers, mut key_secrets, mut access_tokens, mut app_store) =
         (vec![], vec![], vec![], vec![]);
     let now = Timestamp::now();
@@ -116,6 +117,11 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String, 
         &key,
     );
     let unrecorded = sign_jwt(&claims("jti-nobody-recorded".into(), None), &key);
+    let being_deleted = sign_jwt(&claims(format!("jti-{}", tokens - 1), None), &key);
+    if let Some(last) = access_tokens.last_mut() {
+        last.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    }
     let index = Index::from_objects(
         "tokensmith-system",
         token_issuers,
@@ -128,6 +134,7 @@ fn index(issuers: usize, tokens: usize, apps: usize) -> (Index, String, String, 
         resource_token.expose_secret().to_string(),
         app_token.expose_secret().to_string(),
         unrecorded.expose_secret().to_string(),
+        being_deleted.expose_secret().to_string(),
     )
 }
 
@@ -158,7 +165,8 @@ fn main() {
         "issuers", "tokens", "apps", "AccessToken µs", "endpoint token µs"
     );
     for &(issuers, tokens, apps) in sizes {
-        let (index, resource_token, app_token, unrecorded) = index(issuers, tokens, apps);
+        let (index, resource_token, app_token, unrecorded, being_deleted) =
+            index(issuers, tokens, apps);
         let now = Timestamp::now().as_second();
         assert!(
             inspect(&index, &resource_token, now).is_some(),
@@ -171,6 +179,10 @@ fn main() {
         assert!(
             inspect(&index, &unrecorded, now).is_none(),
             "a token no AccessToken records is inactive"
+        );
+        assert!(
+            inspect(&index, &being_deleted, now).is_none(),
+            "a token of an AccessToken being deleted is inactive at once"
         );
         let a = per_call(iterations, || {
             black_box(inspect(&index, black_box(&resource_token), now));
