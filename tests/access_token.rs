@@ -979,3 +979,38 @@ async fn deleting_the_namespace_revokes_its_tokens_without_retrying_writes() {
         warnings.join("\n")
     );
 }
+
+#[tokio::test]
+async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "refused-secret").await;
+    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let signer = json!({ "kind": "TokenIssuer", "name": "signer" });
+    // A label key the API server does not allow, and a name too long for the
+    // label that carries it onto the Secret.
+    let long_name = format!("t{}", "x".repeat(70));
+    for (name, spec) in [
+        (
+            "bad-label",
+            json!({ "issuerRef": signer, "secretTemplate": { "labels": { "not a key!": "x" } } }),
+        ),
+        (long_name.as_str(), json!({ "issuerRef": signer })),
+    ] {
+        apply(&tokens, name, json!({ "spec": spec })).await;
+        let refused = wait_reason(&tokens, name, "InvalidSpec").await;
+        let status = refused.status.unwrap();
+        let message = &support::resources::ready(&status.conditions)
+            .unwrap()
+            .message;
+        assert!(message.contains("cannot be written"), "{message}");
+        assert!(
+            Api::<Secret>::namespaced(client.clone(), &ns.name)
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

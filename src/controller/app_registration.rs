@@ -200,7 +200,18 @@ fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Ac
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
     ctx.wait_until_ready().await?;
-    reconcile_app(app, ctx, false).await
+    match reconcile_app(app.clone(), ctx.clone(), false).await {
+        // The API server will not store the Secret as the spec asks: say so
+        // and wait for a change rather than retry the same write.
+        Err(Error::SecretRefused { secret, reason }) => {
+            let message = format!(
+                "Secret {secret} cannot be written as the spec asks ({reason}); fix secretTemplate, or use a name of at most 63 characters"
+            );
+            let readiness = Readiness::not_ready(reason::INVALID_SPEC, message);
+            blocked(&app, &ctx, readiness, None, whole_seconds(Timestamp::now())).await
+        }
+        other => other,
+    }
 }
 
 /// Reconciles `app`; `fresh` when it (and its Secret) are read straight from

@@ -20,6 +20,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The API server refused to store a Secret as the spec asks for it
+    /// (a `secretTemplate` label or annotation it does not allow, or a name
+    /// too long for the label that carries it): a user mistake, reported as
+    /// a condition rather than retried.
+    #[error("the API server refuses Secret {secret}: {reason}")]
+    SecretRefused { secret: String, reason: String },
+
     #[error("{0} has no {1}; the API server always sets it")]
     MissingObjectKey(&'static str, &'static str),
 
@@ -74,6 +81,7 @@ impl Error {
             Error::KeyringUnreadable { .. } => "keyring",
             Error::MissingObjectKey(..) => "missing_object_key",
             Error::RevocationStoreFull { .. } => "revocation_store_full",
+            Error::SecretRefused { .. } => "secret_refused",
             Error::WatchesStopped => "watches_stopped",
         }
     }

@@ -71,7 +71,22 @@ impl SecretState {
 /// Writes `secret` as the operator: creates it when absent (so that a Secret
 /// created meanwhile by someone else is never taken over: the create fails),
 /// or applies it with the observed UID as precondition when it is ours.
-pub async fn put(ctx: &Context, mut secret: Secret, state: &SecretState) -> Result<()> {
+pub async fn put(ctx: &Context, secret: Secret, state: &SecretState) -> Result<()> {
+    let name = secret.name_any();
+    put_unchecked(ctx, secret, state)
+        .await
+        .map_err(|error| match error {
+            super::Error::Kube(kube::Error::Api(status)) if status.code == 422 => {
+                super::Error::SecretRefused {
+                    secret: name,
+                    reason: status.message,
+                }
+            }
+            other => other,
+        })
+}
+
+async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -> Result<()> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);

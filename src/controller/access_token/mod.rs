@@ -162,7 +162,15 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
     let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, token, |event| async {
         match event {
-            FinalizerEvent::Apply(token) => Reconciler::new(&token, &ctx)?.apply().await,
+            FinalizerEvent::Apply(token) => {
+                let reconciler = Reconciler::new(&token, &ctx)?;
+                match reconciler.apply().await {
+                    Err(Error::SecretRefused { secret, reason }) => {
+                        reconciler.secret_refused(&secret, &reason).await
+                    }
+                    other => other,
+                }
+            }
             FinalizerEvent::Cleanup(token) => Reconciler::new(&token, &ctx)?.cleanup().await,
         }
     })
@@ -853,6 +861,16 @@ impl<'a> Reconciler<'a> {
         .unwrap_or(record.expires_at);
         let wait = (next.as_second() - self.now.as_second()).max(1) as u64;
         Action::requeue(Duration::from_secs(wait))
+    }
+
+    /// The API server will not store the Secret as the spec asks: say so and
+    /// wait for a change rather than retry the same write.
+    async fn secret_refused(&self, secret: &str, why: &str) -> Result<Action> {
+        let message = format!(
+            "Secret {secret} cannot be written as the spec asks ({why}); fix secretTemplate, or use a name of at most 63 characters"
+        );
+        self.blocked(Readiness::not_ready(reason::INVALID_SPEC, message), None)
+            .await
     }
 
     /// Reports a problem the user must fix; the existing token is left alone.
