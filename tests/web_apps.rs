@@ -7,71 +7,33 @@ mod support;
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::ServiceAccount,
-};
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
 use serde_json::{Value, json};
-use support::{control_plane, eventually, oauth::Served};
+use support::{
+    control_plane, eventually,
+    oauth::{self, Served},
+};
 
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-
-/// A real service-account token from the API server's TokenRequest, made
-/// for `audience` (the token service's public URL, as the exchange requires).
+/// A service-account token made for the token service (the audience the
+/// exchange requires).
 async fn service_account_token(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     audience: &str,
 ) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let account = ServiceAccount {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    if accounts.get_opt(name).await.unwrap().is_none() {
-        accounts
-            .create(&PostParams::default(), &account)
-            .await
-            .unwrap();
-    }
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(600),
-            audiences: vec![audience.to_string()],
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token
+    oauth::service_account_token(client, namespace, name, Some(audience)).await
 }
 
-/// Token exchange of the JWT `subject_token` as the client `creds`, with
-/// `extra` form fields; the status and JSON body.
+/// Token exchange of `subject_token` as the client `creds` of `served`.
 async fn exchange(
     served: &Served,
     creds: &(String, String),
     subject_token: &str,
     extra: &[(&str, &str)],
 ) -> (u16, Value) {
-    let mut form = vec![
-        ("grant_type", EXCHANGE),
-        ("subject_token", subject_token),
-        ("subject_token_type", JWT),
-    ];
-    form.extend_from_slice(extra);
-    served.token_request(creds, &form).await
+    oauth::exchange(&served.http, served.operator, creds, subject_token, extra).await
 }
 
 fn claims_of(jwt: &str) -> Value {

@@ -157,3 +157,57 @@ pub async fn token_request(
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// The token-exchange grant type and the subject-token type of a JWT.
+pub const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A real token of service account `name` (created when missing) from the
+/// API server's TokenRequest, made by `client` for `audience` (`None`: the
+/// API server's own, as every pod mounts).
+pub async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    audience: Option<&str>,
+) -> String {
+    use k8s_openapi::api::{authentication::v1::TokenRequest, core::v1::ServiceAccount};
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        let account = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+        accounts
+            .create(&Default::default(), &account)
+            .await
+            .unwrap();
+    }
+    let audiences: Vec<&str> = audience.into_iter().collect();
+    let request: TokenRequest = serde_json::from_value(
+        json!({ "spec": { "expirationSeconds": 600, "audiences": audiences } }),
+    )
+    .unwrap();
+    accounts
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .expect("a service-account token")
+        .status
+        .unwrap()
+        .token
+}
+
+/// Token exchange of the JWT `subject_token` as the client `creds`, with
+/// `extra` form fields; the status and JSON body.
+pub async fn exchange(
+    http: &reqwest::Client,
+    operator: &Operator,
+    creds: &(String, String),
+    subject_token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject_token),
+        ("subject_token_type", JWT),
+    ];
+    form.extend_from_slice(extra);
+    token_request(http, operator, creds, &form).await
+}
