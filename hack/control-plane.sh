@@ -6,6 +6,9 @@
 #   hack/control-plane.sh start [DIR [PID]]  start a control plane whose state lives in DIR;
 #                                        with PID, it stops itself once that process is gone
 #   hack/control-plane.sh stop  [DIR]    stop it and remove DIR
+#   hack/control-plane.sh stop-apiserver DIR / start-apiserver DIR / stop-etcd DIR / start-etcd DIR
+#                                        stop one component / start it again (same
+#                                        ports, same data), for fault tests
 #   hack/control-plane.sh bin-dir        print the folder holding the cached binaries
 #
 # `start` prints `export KUBECONFIG=...` lines and how long start-up took.
@@ -152,6 +155,43 @@ launch() {
   echo $! >"$dir/$name.pid"
 }
 
+# Starts etcd on the ports recorded in $dir/ports, on the data in $dir/etcd.
+launch_etcd() {
+  local etcd_port etcd_peer_port api_port
+  eval "$(cat "$dir/ports")"
+  launch etcd "$bin/etcd" \
+    --data-dir "$dir/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" \
+    --unsafe-no-fsync --quota-backend-bytes 8589934592 --log-level warn
+}
+
+# Starts kube-apiserver on the ports recorded in $dir/ports: at start, and
+# again by `start-apiserver` after `stop-apiserver` (fault tests).
+launch_apiserver() {
+  local etcd_port etcd_peer_port api_port
+  eval "$(cat "$dir/ports")"
+  launch kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+    --secure-port "$api_port" \
+    --cert-dir "$dir/pki" \
+    --token-auth-file "$dir/pki/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-issuer "https://127.0.0.1:$api_port" \
+    --service-account-key-file "$dir/pki/sa.pub" \
+    --service-account-signing-key-file "$dir/pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --audit-policy-file "$dir/audit-policy.yaml" \
+    --audit-log-path "$dir/audit.log" --audit-log-format json \
+    --audit-log-mode blocking \
+    --enable-priority-and-fairness=false \
+    --v 1
+}
+
 start() {
   dir="${1:-$(default_dir)}"
   local watch_pid="${2:-}"
@@ -187,31 +227,9 @@ rules:
   - level: None
 EOF
 
-  launch etcd "$bin/etcd" \
-    --data-dir "$dir/etcd" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" \
-    --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-    --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" \
-    --unsafe-no-fsync --quota-backend-bytes 8589934592 --log-level warn
-
-  launch kube-apiserver "$bin/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
-    --secure-port "$api_port" \
-    --cert-dir "$dir/pki" \
-    --token-auth-file "$dir/pki/tokens.csv" \
-    --authorization-mode RBAC \
-    --service-account-issuer "https://127.0.0.1:$api_port" \
-    --service-account-key-file "$dir/pki/sa.pub" \
-    --service-account-signing-key-file "$dir/pki/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --audit-policy-file "$dir/audit-policy.yaml" \
-    --audit-log-path "$dir/audit.log" --audit-log-format json \
-    --audit-log-mode blocking \
-    --enable-priority-and-fairness=false \
-    --v 1
+  echo "etcd_port=$etcd_port etcd_peer_port=$etcd_peer_port api_port=$api_port" >"$dir/ports"
+  launch_etcd
+  launch_apiserver
 
   local server="https://127.0.0.1:$api_port"
   wait_healthy "$server/readyz" "$dir/kube-apiserver.pid" kube-apiserver 120
@@ -292,10 +310,52 @@ stop() {
   log "stopped and removed $dir"
 }
 
+# Stops one component (NAME: kube-apiserver or etcd); the others keep running.
+stop_one() {
+  local name="$1"
+  dir="$(cd "${2:?control plane directory}" && pwd)"
+  local pid; pid="$(cat "$dir/$name.pid")"
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  local tries
+  for tries in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  for tries in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  log "$name stopped in $dir"
+}
+
+# Starts etcd again on its data and ports; returns once it answers.
+start_etcd() {
+  dir="$(cd "${1:?control plane directory}" && pwd)"
+  mv "$dir/etcd.log" "$dir/etcd.log.$(date +%s)" 2>/dev/null || true
+  launch_etcd
+  local etcd_port etcd_peer_port api_port; eval "$(cat "$dir/ports")"
+  local deadline=$((SECONDS + 60))
+  until curl -fs -o /dev/null "http://127.0.0.1:$etcd_port/health"; do
+    kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || die "etcd exited during start-up"
+    [ $SECONDS -lt "$deadline" ] || die "etcd not healthy after 60 s"
+    sleep 0.2
+  done
+  log "etcd ready again in $dir"
+}
+
+# Starts kube-apiserver again, same port, same etcd; returns once it is ready.
+start_apiserver() {
+  dir="$(cd "${1:?control plane directory}" && pwd)"
+  mv "$dir/kube-apiserver.log" "$dir/kube-apiserver.log.$(date +%s)" 2>/dev/null || true
+  launch_apiserver
+  local api_port; eval "$(cat "$dir/ports")"
+  wait_healthy "https://127.0.0.1:$api_port/readyz" "$dir/kube-apiserver.pid" kube-apiserver 120
+  log "kube-apiserver ready again in $dir"
+}
+
 case "${1:-}" in
   build) build ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
+  stop-apiserver) shift; stop_one kube-apiserver "$@" ;;
+  start-apiserver) shift; start_apiserver "$@" ;;
+  stop-etcd) shift; stop_one etcd "$@" ;;
+  start-etcd) shift; start_etcd "$@" ;;
   bin-dir) echo "$bin" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

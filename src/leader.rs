@@ -34,13 +34,14 @@ pub async fn run_controllers_when_leading(
     client: Client,
     config: controller::Config,
     metrics: Arc<Metrics>,
+    watches: crate::cluster::Watches,
     election: Election,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     if !election.enabled {
         metrics.set_leader(true);
-        return controller::run(client, config, metrics, shutdown).await;
+        return controller::run(client, config, metrics, watches, shutdown).await;
     }
     let identity = election.identity;
     let manager = LeaseManagerBuilder::new(client.clone(), election.lease_name.clone())
@@ -77,7 +78,7 @@ pub async fn run_controllers_when_leading(
     }
     .boxed()
     .shared();
-    controller::run(client, config, metrics.clone(), stop).await?;
+    controller::run(client, config, metrics.clone(), watches, stop).await?;
     metrics.set_leader(false);
     if shutdown.clone().now_or_never().is_none() {
         anyhow::bail!("lost the leader lease; exiting to start over as a follower");

@@ -3,10 +3,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod crdgen;
 pub mod leader;
-pub mod ready_gate;
 pub mod server;
 pub mod telemetry;
 pub mod token;

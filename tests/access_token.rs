@@ -988,15 +988,19 @@ async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
     token_issuer(&client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let signer = json!({ "kind": "TokenIssuer", "name": "signer" });
-    // A label key the API server does not allow, and a name too long for the
-    // label that carries it onto the Secret.
-    let long_name = format!("t{}", "x".repeat(70));
+    // A label key the API server does not allow, and annotations over the
+    // 256 KiB a Secret may carry. (Names too long for a label value are
+    // refused at admission: tests/admission.rs.)
+    let huge = "x".repeat(300 * 1024);
     for (name, spec) in [
         (
             "bad-label",
             json!({ "issuerRef": signer, "secretTemplate": { "labels": { "not a key!": "x" } } }),
         ),
-        (long_name.as_str(), json!({ "issuerRef": signer })),
+        (
+            "huge-annotations",
+            json!({ "issuerRef": signer, "secretTemplate": { "annotations": { "note": huge } } }),
+        ),
     ] {
         apply(&tokens, name, json!({ "spec": spec })).await;
         let refused = wait_reason(&tokens, name, "InvalidSpec").await;

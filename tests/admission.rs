@@ -272,3 +272,42 @@ async fn invalid_issuers_and_apps_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn names_too_long_for_a_label_value_are_refused() {
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "admission-names").await;
+    let long = "n".repeat(64);
+    let kinds = [
+        (
+            ApiResource::erase::<AccessToken>(&()),
+            json!({ "issuerRef": { "name": "x" } }),
+        ),
+        (ApiResource::erase::<AppRegistration>(&()), json!({})),
+        (
+            ApiResource::erase::<TokenIssuer>(&()),
+            json!({ "issuerURL": "https://t.example" }),
+        ),
+    ];
+    for (resource, spec) in kinds {
+        let object = json!({ "metadata": { "name": long }, "spec": spec.clone() });
+        let message = refusal(&client, &ns.name, &resource, object).await;
+        assert!(
+            message.contains("metadata.name must be at most 63 characters"),
+            "{}: {message}",
+            resource.kind
+        );
+        // 63 is fine.
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource);
+        let mut fits: DynamicObject =
+            serde_json::from_value(json!({ "metadata": { "name": "n".repeat(63) }, "spec": spec }))
+                .unwrap();
+        fits.types = Some(kube::core::TypeMeta {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+        });
+        api.create(&PostParams::default(), &fits)
+            .await
+            .unwrap_or_else(|e| panic!("a 63-character {} name: {e}", resource.kind));
+    }
+}

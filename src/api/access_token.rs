@@ -38,6 +38,7 @@ pub const SCOPE_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}$";
     group = "tokensmith.dev",
     version = "v1alpha1",
     kind = "AccessToken",
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: the operator writes it into label values"),
     doc = "A long-lived API access token for one workload or person, minted by tokensmith into a Secret, rotated before it expires and revoked when this resource is deleted.",
     namespaced,
     shortname = "atk",

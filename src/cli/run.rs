@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::KubeArgs;
 use crate::{
+    cluster::Watches,
     controller, leader, server,
     telemetry::{self, LogFormat, Metrics, Readiness},
 };
@@ -132,6 +133,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         public_url,
         revocation_quota: args.revocation_quota,
     };
+    // One watch per kind for the whole process, shared by the token service
+    // (every replica) and the reconcilers (the leader).
+    let (watches, mut pending) = Watches::new(&client, &config.namespace);
+    let index = server::Index::new(&watches, &mut pending, &config.namespace);
+    let watching = tokio::spawn(pending.run());
     let metrics = Metrics::shared();
     let readiness = Readiness::default();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown_signal()));
@@ -146,6 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         client.clone(),
         config,
         metrics.clone(),
+        watches.clone(),
         election,
         shutdown.clone(),
     ));
@@ -154,6 +161,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         server,
         metrics.clone(),
         readiness.clone(),
+        watches,
+        index,
         shutdown.clone(),
     ));
     let probes = tokio::spawn(telemetry::endpoint::serve(
@@ -165,11 +174,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let joined = |result: Result<anyhow::Result<()>, tokio::task::JoinError>| {
         result.map_err(anyhow::Error::from).and_then(|r| r)
     };
-    tokio::try_join!(
-        async { joined(controllers.await) },
-        async { joined(token_service.await) },
-        async { joined(probes.await) },
-    )?;
+    let watches_ended = async {
+        watching.await?;
+        anyhow::bail!("the shared watches ended")
+    };
+    tokio::select! {
+        result = async {
+            tokio::try_join!(
+                async { joined(controllers.await) },
+                async { joined(token_service.await) },
+                async { joined(probes.await) },
+            )
+        } => { result?; }
+        result = watches_ended => result?,
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::PartialObjectMeta,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef},
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -37,6 +37,7 @@ use crate::{
         AppRegistration, AppRegistrationStatus, ClusterTokenIssuer, Issuer, IssuerSettings,
         TokenIssuer,
     },
+    cluster::{Watched, Watches},
     token::{fingerprint, new_opaque_token, whole_seconds},
 };
 
@@ -120,65 +121,65 @@ pub fn token_url(public_url: &str) -> String {
     format!("{}/oauth/token", public_url.trim_end_matches('/'))
 }
 
+/// The AppRegistration controller: triggered by its own kind, the Secrets
+/// it owns, its refresh chains and the issuers its apps name.
 pub fn controller(
     ctx: Arc<Context>,
+    watches: &Watches,
+    managed_secrets: &Watched<PartialObjectMeta<Secret>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
-    let apps = ctx.apps.clone();
-    Controller::new(
-        Api::<AppRegistration>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        secrets.clone(),
-        watcher::Config::default().labels(APP_LABEL),
-    )
-    // A new refresh chain is a new thing to prune once it expires: its app
-    // (named by client id) looks at it.
-    .watches(
-        secrets,
-        watcher::Config::default()
-            .labels(CHAIN_CLIENT_LABEL)
-            .fields(&format!("metadata.namespace={}", ctx.config.namespace)),
-        move |chain| {
-            let client_id = chain.labels().get(CHAIN_CLIENT_LABEL).cloned();
-            apps.state()
-                .iter()
-                .filter(|a| a.uid() == client_id)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
-    // An app waiting for its issuer (created with it, say) goes on as soon
-    // as the issuer is ready, not at its next retry.
-    .watches(
-        Api::<ClusterTokenIssuer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        apps_of::<ClusterTokenIssuer>(ctx.apps.clone()),
-    )
-    .watches(
-        Api::<TokenIssuer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        apps_of::<TokenIssuer>(ctx.apps.clone()),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
-    .graceful_shutdown_on(shutdown)
-    .run(
-        |app, ctx| async move {
-            super::measured(&ctx.clone(), "AppRegistration", reconcile(app, ctx)).await
-        },
-        error_policy,
-        ctx,
-    )
-    .map(super::log_outcome)
+    let apps = watches.apps.store();
+    let operator_namespace = ctx.config.namespace.clone();
+    let for_chains = apps.clone();
+    Controller::for_shared_stream(watches.apps.subscribe(), apps.clone())
+        .owns_shared_stream(managed_secrets.subscribe())
+        // A new refresh chain is a new thing to prune once it expires: its app
+        // (named by client id) looks at it.
+        .watches_shared_stream(
+            managed_secrets.subscribe(),
+            move |chain: Arc<PartialObjectMeta<Secret>>| {
+                if chain.namespace().as_deref() != Some(operator_namespace.as_str()) {
+                    return Vec::new();
+                }
+                let Some(client_id) = chain.labels().get(CHAIN_CLIENT_LABEL).cloned() else {
+                    return Vec::new();
+                };
+                for_chains
+                    .state()
+                    .iter()
+                    .filter(|a| a.uid().as_ref() == Some(&client_id))
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // An app waiting for its issuer (created with it, say) goes on as soon
+        // as the issuer is ready, not at its next retry.
+        .watches_shared_stream(
+            watches.cluster_issuers.subscribe(),
+            apps_of::<ClusterTokenIssuer>(apps.clone()),
+        )
+        .watches_shared_stream(
+            watches.token_issuers.subscribe(),
+            apps_of::<TokenIssuer>(apps),
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |app, ctx| async move {
+                super::measured(&ctx.clone(), "AppRegistration", reconcile(app, ctx)).await
+            },
+            error_policy,
+            ctx,
+        )
+        .map(super::log_outcome)
 }
 
 /// Maps a changed issuer to the apps that name it.
 fn apps_of<I: Issuer>(
     apps: kube::runtime::reflector::Store<AppRegistration>,
-) -> impl Fn(I) -> Vec<ObjectRef<AppRegistration>> + Send + Sync + 'static {
-    move |issuer: I| {
+) -> impl Fn(Arc<I>) -> Vec<ObjectRef<AppRegistration>> + Send + Sync + 'static {
+    move |issuer: Arc<I>| {
         let (name, namespace) = (issuer.name_any(), issuer.namespace());
         apps.state()
             .iter()
@@ -199,13 +200,12 @@ fn error_policy(app: Arc<AppRegistration>, error: &Error, _: Arc<Context>) -> Ac
 
 #[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_ready().await?;
     match reconcile_app(app.clone(), ctx.clone(), false).await {
         // The API server will not store the Secret as the spec asks: say so
         // and wait for a change rather than retry the same write.
         Err(Error::SecretRefused { secret, reason }) => {
             let message = format!(
-                "Secret {secret} cannot be written as the spec asks ({reason}); fix secretTemplate, or use a name of at most 63 characters"
+                "Secret {secret} cannot be written as the spec asks ({reason}); fix secretTemplate"
             );
             let readiness = Readiness::not_ready(reason::INVALID_SPEC, message);
             blocked(&app, &ctx, readiness, None, whole_seconds(Timestamp::now())).await

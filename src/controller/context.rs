@@ -1,30 +1,27 @@
-use std::{collections::HashMap, sync::Arc};
+//! What every reconcile shares: the client, the configuration, the event
+//! recorder and the caches of the process's shared watches.
 
-use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource,
+    Client, Resource,
     core::PartialObjectMeta,
     runtime::{
-        WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::{self, Store},
-        watcher,
+        reflector::Store,
     },
 };
-use tokio::sync::Mutex;
 
 use super::{
-    Error, MANAGED_BY,
     error::is_namespace_terminating,
     issuer_ref::IssuerStores,
-    revocation::{REVOCATIONS_LABEL, RevocationCounts, RevocationStore},
+    revocation::{RevocationCounts, RevocationStore},
 };
 use crate::{
-    api::{AppRegistration, ClusterTokenIssuer, TokenIssuer},
-    ready_gate::{ReadyGate, filled},
+    api::AppRegistration,
+    cluster::{Keyrings, Watched, Watches},
     telemetry::Metrics,
-    token::SigningKey,
 };
 
 /// How this operator instance is set up.
@@ -43,7 +40,8 @@ pub struct Config {
     pub revocation_quota: usize,
 }
 
-/// What every reconcile shares.
+/// What every reconcile shares. The caches are those of the process's
+/// shared watches, filled before any reconciler starts.
 pub struct Context {
     pub client: Client,
     pub config: Config,
@@ -55,150 +53,39 @@ pub struct Context {
     pub apps: Store<AppRegistration>,
     /// Live revocation entries per namespace, for the quota.
     pub revocation_counts: RevocationCounts,
-    /// Active signing keys by the path of their issuer's key Secret, so a
-    /// mint does not read and parse the Secret each time.
-    pub signing_keys: Mutex<HashMap<String, SigningKey>>,
+    /// The issuers' keyrings, from the watched key Secrets.
+    pub keyrings: Keyrings,
     pub metrics: Arc<Metrics>,
-    /// Opens once every store above has listed; every reconcile waits on it.
-    ready: ReadyGate,
-}
-
-/// Watch events, each passed on after the matching store in [`Context`] applied it.
-pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
-
-/// The watches the AccessToken controller is triggered by; they feed the
-/// stores in [`Context`] as it polls them.
-pub struct Triggers {
-    pub secrets: Trigger<PartialObjectMeta<Secret>>,
-    pub token_issuers: Trigger<TokenIssuer>,
-    pub cluster_issuers: Trigger<ClusterTokenIssuer>,
-    pub apps: Trigger<AppRegistration>,
-}
-
-/// The label selector of every Secret the operator manages.
-pub fn managed_selector() -> String {
-    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)
 }
 
 impl Context {
-    /// Sets up the shared watches. Returns the context, the triggers the
-    /// AccessToken controller runs (which fill the stores they belong to),
-    /// and a future that runs the namespace watch.
-    pub fn start(
+    pub fn new(
         client: Client,
         config: Config,
         metrics: Arc<Metrics>,
-    ) -> (Arc<Context>, Triggers, BoxFuture<'static, ()>) {
-        // A trigger stream passes each event on only after its store applied
-        // it, so a reconcile never sees an older view than the event that
-        // caused it. Deletions are passed on too.
-        let (managed_secrets, secrets_writer) = reflector::store();
-        let (token_issuers, token_issuers_writer) = reflector::store();
-        let (cluster_issuers, cluster_issuers_writer) = reflector::store();
-        let (namespaces, namespaces_writer) = reflector::store();
-        let (apps, apps_writer) = reflector::store();
-        let triggers = Triggers {
-            apps: watcher(
-                Api::<AppRegistration>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .reflect(apps_writer)
-            .touched_objects()
-            .boxed(),
-            secrets: watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default().labels(&managed_selector()),
-            )
-            .default_backoff()
-            .reflect(secrets_writer)
-            .touched_objects()
-            .boxed(),
-            token_issuers: watcher(
-                Api::<TokenIssuer>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .reflect(token_issuers_writer)
-            .touched_objects()
-            .boxed(),
-            cluster_issuers: watcher(
-                Api::<ClusterTokenIssuer>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .reflect(cluster_issuers_writer)
-            .touched_objects()
-            .boxed(),
-        };
-        let (revocation_record, revocations_writer) = reflector::store();
-        let revocation_counts = RevocationCounts::default();
-        let counts = revocation_counts.clone();
-        let watches: BoxFuture<'static, ()> = Box::pin(
-            futures::future::join(
-                watcher(
-                    Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .default_backoff()
-                .reflect(namespaces_writer)
-                .for_each(|_| async {}),
-                watcher(
-                    Api::<ConfigMap>::namespaced(client.clone(), &config.namespace),
-                    watcher::Config::default().labels(REVOCATIONS_LABEL),
-                )
-                .default_backoff()
-                .reflect(revocations_writer)
-                .for_each(move |event| {
-                    if let Ok(event) = &event {
-                        counts.apply(event);
-                    }
-                    async {}
-                }),
-            )
-            .map(|_| ()),
-        );
-
+        watches: &Watches,
+        managed_secrets: &Watched<PartialObjectMeta<Secret>>,
+    ) -> Arc<Context> {
         let reporter = Reporter {
             controller: "tokensmith".into(),
             instance: config.instance.clone(),
         };
-        let ready = ReadyGate::new(vec![
-            filled(&managed_secrets),
-            filled(&namespaces),
-            filled(&token_issuers),
-            filled(&cluster_issuers),
-            filled(&apps),
-            filled(&revocation_record),
-        ]);
-        let ctx = Arc::new(Context {
+        Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             revocations: RevocationStore::new(client.clone(), &config.namespace),
             client,
             config,
-            managed_secrets,
-            apps,
-            revocation_counts,
+            managed_secrets: managed_secrets.store(),
+            apps: watches.apps.store(),
+            revocation_counts: watches.revocation_counts.clone(),
             issuers: IssuerStores {
-                token_issuers,
-                cluster_issuers,
-                namespaces,
+                token_issuers: watches.token_issuers.store(),
+                cluster_issuers: watches.cluster_issuers.store(),
+                namespaces: watches.namespaces.store(),
             },
-            signing_keys: Mutex::new(HashMap::new()),
+            keyrings: watches.keyrings.clone(),
             metrics,
-            ready,
-        });
-        (ctx, triggers, watches)
-    }
-
-    /// Waits until every shared store has been filled by its first list;
-    /// reconciles start with it, so no decision is made on a partial view.
-    pub async fn wait_until_ready(&self) -> Result<(), Error> {
-        if self.ready.wait().await {
-            Ok(())
-        } else {
-            Err(Error::WatchesStopped)
-        }
+        })
     }
 
     /// Publishes an event about `object`; a failure to publish is logged,

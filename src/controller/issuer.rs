@@ -10,14 +10,12 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions},
-    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::Action,
         events::EventType,
         finalizer::{Event as FinalizerEvent, finalizer},
         reflector::ObjectRef,
-        watcher,
     },
 };
 use serde_json::json;
@@ -31,11 +29,11 @@ use super::{
 };
 use crate::{
     api::{ClusterTokenIssuer, Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus, TokenIssuer},
+    cluster::{WatchedIssuer, Watches},
     token::{KEYRING_SECRET_KEY, KeyPolicy, Keyring, MAX_PUBLISHED_KEYS, plan_keys},
 };
 
-/// Label naming the issuer a key Secret belongs to.
-pub const ISSUER_LABEL: &str = "tokensmith.dev/issuer";
+pub use crate::cluster::labels::ISSUER_LABEL;
 /// Label on a TokenIssuer's key Secret: the issuer's namespace.
 pub const ISSUER_NAMESPACE_LABEL: &str = "tokensmith.dev/issuer-namespace";
 /// Label on a TokenIssuer's key Secret: the UID of the issuer it belongs to
@@ -77,8 +75,8 @@ fn belongs_to<I: Issuer>(meta: &ObjectMeta, issuer: &I) -> bool {
 
 /// The issuer a key Secret's labels name, as the controller of kind `I`
 /// looks it up.
-fn issuer_of<I: Issuer>(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<I>> {
-    let labels = secret.metadata.labels.as_ref()?;
+fn issuer_of<I: Issuer>(secret: &ObjectMeta) -> Option<ObjectRef<I>> {
+    let labels = secret.labels.as_ref()?;
     let name = labels.get(ISSUER_LABEL)?;
     match (I::KIND, labels.get(ISSUER_NAMESPACE_LABEL)) {
         (IssuerKind::TokenIssuer, Some(namespace)) => Some(ObjectRef::new(name).within(namespace)),
@@ -87,14 +85,14 @@ fn issuer_of<I: Issuer>(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<
     }
 }
 
-pub fn controller<I: Issuer>(
+/// The controller of issuer kind `I`: triggered by its own kind, its key
+/// Secrets, and any issuer that may claim the same URL path.
+pub fn controller<I: Issuer + WatchedIssuer>(
     ctx: Arc<Context>,
+    watches: &Watches,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
     use futures::StreamExt;
-    // The key Secrets are watched by metadata only: a deleted or replaced
-    // one is noticed at once, and no key material is cached by the watch.
-    let key_secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
     // Any issuer's change can hand a URL to another issuer or take it away:
     // every issuer of this kind that claims the same path looks again.
     let same_path = |stores: IssuerStores| {
@@ -115,37 +113,31 @@ pub fn controller<I: Issuer>(
     };
     let by_cluster_issuer = same_path(ctx.issuers.clone());
     let by_token_issuer = same_path(ctx.issuers.clone());
-    Controller::new(
-        Api::<I>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        key_secrets,
-        watcher::Config::default()
-            .labels(ISSUER_LABEL)
-            .fields(&format!("metadata.namespace={}", ctx.config.namespace)),
-        |secret| issuer_of::<I>(&secret),
-    )
-    .watches(
-        Api::<ClusterTokenIssuer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        move |changed| by_cluster_issuer(&changed.spec.settings.issuer_url),
-    )
-    .watches(
-        Api::<TokenIssuer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        move |changed| by_token_issuer(&changed.spec.settings.issuer_url),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
-    .graceful_shutdown_on(shutdown)
-    .run(
-        |issuer, ctx| async move {
-            super::measured(&ctx.clone(), I::KIND.as_str(), reconcile::<I>(issuer, ctx)).await
-        },
-        error_policy::<I>,
-        ctx,
-    )
-    .map(super::log_outcome)
+    let own = I::watched(watches);
+    Controller::for_shared_stream(own.subscribe(), own.store())
+        .watches_shared_stream(watches.key_secrets.subscribe(), |secret: Arc<Secret>| {
+            issuer_of::<I>(&secret.metadata)
+        })
+        .watches_shared_stream(
+            watches.cluster_issuers.subscribe(),
+            move |changed: Arc<ClusterTokenIssuer>| {
+                by_cluster_issuer(&changed.spec.settings.issuer_url)
+            },
+        )
+        .watches_shared_stream(
+            watches.token_issuers.subscribe(),
+            move |changed: Arc<TokenIssuer>| by_token_issuer(&changed.spec.settings.issuer_url),
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |issuer, ctx| async move {
+                super::measured(&ctx.clone(), I::KIND.as_str(), reconcile::<I>(issuer, ctx)).await
+            },
+            error_policy::<I>,
+            ctx,
+        )
+        .map(super::log_outcome)
 }
 
 fn error_policy<I: Issuer>(issuer: Arc<I>, error: &Error, _: Arc<Context>) -> Action {
@@ -154,7 +146,6 @@ fn error_policy<I: Issuer>(issuer: Arc<I>, error: &Error, _: Arc<Context>) -> Ac
 
 #[instrument(skip_all, fields(kind = I::KIND.as_str(), namespace = issuer.namespace(), name = %issuer.name_any()))]
 async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_ready().await?;
     if I::KIND == IssuerKind::ClusterTokenIssuer {
         // Its key Secret is owned by it: the garbage collector removes it.
         return apply(issuer, &ctx).await;

@@ -35,8 +35,7 @@ use tracing::{debug, info, warn};
 pub const MANAGER: &str = "tokensmith";
 /// Holds an AccessToken until its token is revoked.
 pub const FINALIZER: &str = "tokensmith.dev/revoke";
-/// Marks what the operator created; watches of Secrets select on it.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tokensmith");
+pub use crate::cluster::labels::MANAGED_BY;
 
 /// How long running reconciles may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -93,22 +92,42 @@ fn log_outcome<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Runs every controller until `shutdown` completes.
+/// Runs every controller until `shutdown` completes, over the process's
+/// shared `watches` and a watch of the managed Secrets' metadata that only
+/// the leader keeps.
 pub async fn run(
     client: Client,
     config: Config,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    watches: crate::cluster::Watches,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let (ctx, triggers, watches) = Context::start(client, config, metrics);
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let (managed_secrets, pending) = crate::cluster::watches::managed_secrets(&client);
+    let mut managed_watch = std::pin::pin!(pending.run());
+    let ctx = Context::new(client, config, metrics, &watches, &managed_secrets);
+    // Decisions are only made on a full view: once here, not per reconcile.
+    tokio::select! {
+        listed = async { watches.listed().await && managed_secrets.listed().await } => {
+            if !listed {
+                anyhow::bail!("the watches stopped before their first list");
+            }
+        }
+        _ = &mut managed_watch => anyhow::bail!("the watch of managed Secrets ended"),
+        _ = shutdown.clone() => return Ok(()),
+    }
     info!(namespace = %ctx.config.namespace, "controllers starting");
     let token_issuers =
-        issuer::controller::<crate::api::TokenIssuer>(ctx.clone(), shutdown.clone());
-    let cluster_issuers =
-        issuer::controller::<crate::api::ClusterTokenIssuer>(ctx.clone(), shutdown.clone());
-    let access_tokens = access_token::controller(ctx.clone(), triggers, shutdown.clone());
-    let apps = app_registration::controller(ctx.clone(), shutdown.clone());
+        issuer::controller::<crate::api::TokenIssuer>(ctx.clone(), &watches, shutdown.clone());
+    let cluster_issuers = issuer::controller::<crate::api::ClusterTokenIssuer>(
+        ctx.clone(),
+        &watches,
+        shutdown.clone(),
+    );
+    let access_tokens =
+        access_token::controller(ctx.clone(), &watches, &managed_secrets, shutdown.clone());
+    let apps =
+        app_registration::controller(ctx.clone(), &watches, &managed_secrets, shutdown.clone());
     let sweeper = sweeper::run(ctx.clone(), shutdown.clone());
     // Reconciles are idempotent, so one cut short by the grace period is
     // simply done again by the next instance.
@@ -124,7 +143,7 @@ pub async fn run(
             apps.for_each(|_| async {}),
             sweeper,
         ) => {}
-        _ = watches => anyhow::bail!("the shared watches ended"),
+        _ = managed_watch => anyhow::bail!("the watch of managed Secrets ended"),
         _ = grace_expired => warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     info!("controllers stopped");

@@ -28,9 +28,6 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
 /// Sweeps until `shutdown` completes.
 pub async fn run(ctx: std::sync::Arc<Context>, shutdown: impl Future<Output = ()>) {
     let sweeping = async {
-        if ctx.wait_until_ready().await.is_err() {
-            return;
-        }
         let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             ticks.tick().await;

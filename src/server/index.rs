@@ -1,39 +1,27 @@
 //! What the token service knows, built from watches: no request makes an
 //! API call to answer.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
-use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace, Secret},
+    api::core::v1::{ConfigMap, Secret},
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store, store::Writer},
-        watcher,
-    },
+    ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use super::lookup::KeyIndex;
 use crate::{
-    api::{
-        AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerKind, IssuerSettings,
-        TokenIssuer,
-    },
+    api::{AccessToken, AppRegistration, Issuer, IssuerKind, IssuerSettings, TokenIssuer},
+    cluster::{Keyrings, PendingWatches, Watched, Watches},
     controller::{
-        issuer::{ISSUER_LABEL, key_secret_location},
+        issuer::key_secret_location,
         issuer_ref::{IssuerStores, UrlClaimant},
-        revocation::{REVOCATIONS_LABEL, revocation_key, shard_name, shard_pages},
+        revocation::{revocation_key, shard_name, shard_pages},
     },
-    ready_gate::{ReadyGate, filled},
-    token::{KEYRING_SECRET_KEY, Keyring},
+    token::Keyring,
 };
 
 /// An issuer as the token service needs it.
@@ -59,12 +47,9 @@ pub struct Index {
     token_hashes: KeyIndex<AccessToken>,
     /// AppRegistrations by client id (UID).
     clients: KeyIndex<AppRegistration>,
-    /// Parsed keyrings by key Secret, with the resourceVersion parsed.
-    keyrings: Arc<Mutex<HashMap<(String, String), ParsedKeyring>>>,
+    /// Parsed keyrings of the key Secrets.
+    keyrings: Keyrings,
 }
-
-/// A keyring and the resourceVersion of the Secret it was parsed from.
-type ParsedKeyring = (Option<String>, Arc<Keyring>);
 
 /// The index key of token `token_id` of the issuer `issuer_url`.
 fn token_key(issuer_url: &str, token_id: &str) -> String {
@@ -106,133 +91,41 @@ fn client_ids(app: &AppRegistration) -> Vec<String> {
     app.uid().into_iter().collect()
 }
 
-/// The stores and indexes of an [`Index`], with the writers that fill them.
-struct Parts {
-    token_issuers: (Store<TokenIssuer>, Writer<TokenIssuer>),
-    cluster_issuers: (Store<ClusterTokenIssuer>, Writer<ClusterTokenIssuer>),
-    namespaces: (
-        Store<PartialObjectMeta<Namespace>>,
-        Writer<PartialObjectMeta<Namespace>>,
-    ),
-    key_secrets: (Store<Secret>, Writer<Secret>),
-    access_tokens: (Store<AccessToken>, Writer<AccessToken>),
-    apps: (Store<AppRegistration>, Writer<AppRegistration>),
-    revocations: (Store<ConfigMap>, Writer<ConfigMap>),
-}
-
-impl Parts {
-    fn new() -> Self {
-        Self {
-            token_issuers: reflector::store(),
-            cluster_issuers: reflector::store(),
-            namespaces: reflector::store(),
-            key_secrets: reflector::store(),
-            access_tokens: reflector::store(),
-            apps: reflector::store(),
-            revocations: reflector::store(),
-        }
-    }
-}
-
 impl Index {
-    fn from_stores(parts: &Parts, operator_namespace: &str) -> Self {
-        Self {
-            issuers: IssuerStores {
-                token_issuers: parts.token_issuers.0.clone(),
-                cluster_issuers: parts.cluster_issuers.0.clone(),
-                namespaces: parts.namespaces.0.clone(),
-            },
-            key_secrets: parts.key_secrets.0.clone(),
-            access_tokens: parts.access_tokens.0.clone(),
-            apps: parts.apps.0.clone(),
-            revocations: parts.revocations.0.clone(),
-            operator_namespace: operator_namespace.to_string(),
-            token_ids: KeyIndex::new(token_ids),
-            token_hashes: KeyIndex::new(token_hashes),
-            clients: KeyIndex::new(client_ids),
-            keyrings: Arc::default(),
-        }
-    }
-
-    /// Starts the watches; the returned future runs them (it never ends).
-    pub fn start(client: &Client, operator_namespace: &str) -> (Self, BoxFuture<'static, ()>) {
-        let parts = Parts::new();
-        let index = Self::from_stores(&parts, operator_namespace);
-        let Parts {
-            token_issuers: (_, w1),
-            cluster_issuers: (_, w2),
-            namespaces: (_, w3),
-            key_secrets: (_, w4),
-            access_tokens: (_, w5),
-            apps: (_, w6),
-            revocations: (_, w7),
-        } = parts;
-        let all = watcher::Config::default;
+    /// The index over the process's shared watches; its lookups follow
+    /// them through hooks, so they must be added before the watches run.
+    pub fn new(watches: &Watches, pending: &mut PendingWatches, operator_namespace: &str) -> Self {
+        let index = Self::over(watches, operator_namespace);
         let (ids, hashes, clients) = (
             index.token_ids.clone(),
             index.token_hashes.clone(),
             index.clients.clone(),
         );
-        let watches = futures::stream::select_all([
-            watcher(Api::<TokenIssuer>::all(client.clone()), all())
-                .default_backoff()
-                .reflect(w1)
-                .map(|_| ())
-                .boxed(),
-            watcher(Api::<ClusterTokenIssuer>::all(client.clone()), all())
-                .default_backoff()
-                .reflect(w2)
-                .map(|_| ())
-                .boxed(),
-            watcher(
-                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                all(),
-            )
-            .default_backoff()
-            .reflect(w3)
-            .map(|_| ())
-            .boxed(),
-            // Only the issuers' key Secrets, all in the operator's namespace
-            // and selected by label: their private keys sign the tokens of
-            // the token endpoint. No tenant's Secret is ever cached.
-            watcher(
-                Api::<Secret>::namespaced(client.clone(), operator_namespace),
-                all().labels(ISSUER_LABEL),
-            )
-            .default_backoff()
-            .reflect(w4)
-            .map(|_| ())
-            .boxed(),
-            watcher(Api::<AccessToken>::all(client.clone()), all())
-                .default_backoff()
-                .reflect(w5)
-                .map(move |event| {
-                    if let Ok(event) = &event {
-                        ids.apply(event);
-                        hashes.apply(event);
-                    }
-                })
-                .boxed(),
-            watcher(Api::<AppRegistration>::all(client.clone()), all())
-                .default_backoff()
-                .reflect(w6)
-                .map(move |event| {
-                    if let Ok(event) = &event {
-                        clients.apply(event);
-                    }
-                })
-                .boxed(),
-            watcher(
-                Api::<ConfigMap>::namespaced(client.clone(), operator_namespace),
-                all().labels(REVOCATIONS_LABEL),
-            )
-            .default_backoff()
-            .reflect(w7)
-            .map(|_| ())
-            .boxed(),
-        ])
-        .for_each(|_| async {});
-        (index, Box::pin(watches))
+        pending.access_tokens.hook(move |event| {
+            ids.apply(event);
+            hashes.apply(event);
+        });
+        pending.apps.hook(move |event| clients.apply(event));
+        index
+    }
+
+    fn over(watches: &Watches, operator_namespace: &str) -> Self {
+        Self {
+            issuers: IssuerStores {
+                token_issuers: watches.token_issuers.store(),
+                cluster_issuers: watches.cluster_issuers.store(),
+                namespaces: watches.namespaces.store(),
+            },
+            key_secrets: watches.key_secrets.store(),
+            access_tokens: watches.access_tokens.store(),
+            apps: watches.apps.store(),
+            revocations: watches.revocations.store(),
+            operator_namespace: operator_namespace.to_string(),
+            token_ids: KeyIndex::new(token_ids),
+            token_hashes: KeyIndex::new(token_hashes),
+            clients: KeyIndex::new(client_ids),
+            keyrings: watches.keyrings.clone(),
+        }
     }
 
     /// An index of fixed objects, without watches: for benchmarks and tests.
@@ -243,48 +136,36 @@ impl Index {
         access_tokens: Vec<AccessToken>,
         apps: Vec<AppRegistration>,
     ) -> Self {
-        fn fill<K>(writer: &mut Writer<K>, objects: Vec<K>, also: impl Fn(&watcher::Event<K>))
-        where
-            K: kube::Resource<DynamicType = ()> + Clone,
-        {
-            for event in std::iter::once(watcher::Event::Init)
-                .chain(objects.into_iter().map(watcher::Event::InitApply))
-                .chain(std::iter::once(watcher::Event::InitDone))
-            {
-                writer.apply_watcher_event(&event);
-                also(&event);
-            }
+        let (token_ids, token_hashes, clients) = (
+            KeyIndex::new(token_ids),
+            KeyIndex::new(token_hashes),
+            KeyIndex::new(client_ids),
+        );
+        let (ids, hashes, app_ids) = (token_ids.clone(), token_hashes.clone(), clients.clone());
+        let key_secrets = Watched::fixed(key_secrets, vec![]).store();
+        Self {
+            issuers: IssuerStores {
+                token_issuers: Watched::fixed(token_issuers, vec![]).store(),
+                cluster_issuers: Watched::fixed(vec![], vec![]).store(),
+                namespaces: Watched::fixed(vec![], vec![]).store(),
+            },
+            key_secrets: key_secrets.clone(),
+            access_tokens: Watched::fixed(
+                access_tokens,
+                vec![Box::new(move |event| {
+                    ids.apply(event);
+                    hashes.apply(event);
+                })],
+            )
+            .store(),
+            apps: Watched::fixed(apps, vec![Box::new(move |event| app_ids.apply(event))]).store(),
+            revocations: Watched::fixed(vec![], vec![]).store(),
+            operator_namespace: operator_namespace.to_string(),
+            token_ids,
+            token_hashes,
+            clients,
+            keyrings: Keyrings::new(key_secrets),
         }
-        let mut parts = Parts::new();
-        let index = Self::from_stores(&parts, operator_namespace);
-        fill(&mut parts.token_issuers.1, token_issuers, |_| {});
-        fill(&mut parts.cluster_issuers.1, vec![], |_| {});
-        fill(&mut parts.namespaces.1, vec![], |_| {});
-        fill(&mut parts.key_secrets.1, key_secrets, |_| {});
-        fill(&mut parts.access_tokens.1, access_tokens, |e| {
-            index.token_ids.apply(e);
-            index.token_hashes.apply(e);
-        });
-        fill(&mut parts.apps.1, apps, |e| index.clients.apply(e));
-        fill(&mut parts.revocations.1, vec![], |_| {});
-        // The stores keep their contents once their writers are gone.
-        index
-    }
-
-    /// Waits until every watch has listed once; `false` means the watches
-    /// stopped first.
-    pub async fn wait_until_ready(&self) -> bool {
-        ReadyGate::new(vec![
-            filled(&self.issuers.token_issuers),
-            filled(&self.issuers.cluster_issuers),
-            filled(&self.issuers.namespaces),
-            filled(&self.key_secrets),
-            filled(&self.access_tokens),
-            filled(&self.apps),
-            filled(&self.revocations),
-        ])
-        .wait()
-        .await
     }
 
     /// The view of the issuer `claimant` names, if it is watched.
@@ -326,24 +207,7 @@ impl Index {
     /// The keys of an issuer, from its key Secret; parsed once per version
     /// of the Secret.
     pub fn keyring(&self, issuer: &IssuerView) -> Option<Arc<Keyring>> {
-        let (namespace, name) = &issuer.key_secret;
-        let secret = self
-            .key_secrets
-            .get(&ObjectRef::new(name).within(namespace))?;
-        let version = secret.resource_version();
-        let mut cache = self
-            .keyrings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((cached_version, keyring)) = cache.get(&issuer.key_secret)
-            && *cached_version == version
-        {
-            return Some(keyring.clone());
-        }
-        let bytes = secret.data.as_ref()?.get(KEYRING_SECRET_KEY)?;
-        let keyring = Arc::new(Keyring::from_json(&bytes.0).ok()?);
-        cache.insert(issuer.key_secret.clone(), (version, keyring.clone()));
-        Some(keyring)
+        self.keyrings.get(&issuer.key_secret).ok()
     }
 
     /// The issuer URL of the issuer `app` names, when it resolves.

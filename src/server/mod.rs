@@ -28,6 +28,7 @@ use kube::Client;
 use tracing::info;
 
 use crate::{
+    cluster::Watches,
     controller::revocation::RevocationStore,
     telemetry::{Metrics, Readiness},
 };
@@ -79,16 +80,17 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes; `readiness` is set while it serves.
+/// Serves until `shutdown` completes, answering from `index` over the
+/// process's shared `watches`; `readiness` is set while it serves.
 pub async fn run(
     client: Client,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    watches: Watches,
+    index: Index,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (index, watches) = Index::start(&client, &config.namespace);
-    let watches = tokio::spawn(watches);
     let cert = match &config.tls_secret {
         Some(reference) => tls::from_secret(&client, &config.namespace, reference).await?,
         None => tls::generated(&client, &config.namespace, config.dns_names.clone()).await?,
@@ -97,9 +99,9 @@ pub async fn run(
     // Stopping must not wait for a first list that may never come.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     tokio::select! {
-        ready = index.wait_until_ready() => {
-            if !ready {
-                anyhow::bail!("the token service's watches stopped");
+        listed = watches.listed() => {
+            if !listed {
+                anyhow::bail!("the watches stopped before their first list");
             }
         }
         _ = shutdown.clone() => return Ok(()),
@@ -145,9 +147,6 @@ pub async fn run(
         .http1()
         .header_read_timeout(limits.header_read_timeout);
     let served = server.serve(router(state, limits.request_timeout).into_make_service());
-    tokio::select! {
-        result = served => result?,
-        ended = watches => anyhow::bail!("the token service's watches ended: {ended:?}"),
-    }
+    served.await?;
     Ok(())
 }

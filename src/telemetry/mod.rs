@@ -27,7 +27,15 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     };
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init()?,
+        // Colours only for a person at a terminal: escape codes in a file or
+        // a log pipeline are noise.
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init()?,
         LogFormat::Json => registry
             .with(
                 fmt::layer()

@@ -45,30 +45,87 @@ fn control_plane_script() -> PathBuf {
     repo_root().join("hack/control-plane.sh")
 }
 
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
 /// The control plane of this test binary, started on first use.
 pub fn control_plane() -> &'static ControlPlane {
-    static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
     CONTROL_PLANE.get_or_init(|| {
-        let bin_dir = PathBuf::from(run_script(&["bin-dir"]).trim());
         let kubeconfig = match std::env::var_os(KUBECONFIG_ENV) {
             Some(path) => PathBuf::from(path),
-            None => start_own_control_plane(),
+            None => start_own_control_plane(None),
         };
+        ControlPlane::with_crds(kubeconfig)
+    })
+}
+
+/// A control plane of this test binary's own even when the suite shares
+/// one, for tests that stop parts of it; everything in this module then
+/// uses it. It runs only the controller-manager's namespace and
+/// service-account controllers, so the only other watches are theirs.
+pub fn private_control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        ControlPlane::with_crds(start_own_control_plane(Some("namespace,serviceaccount")))
+    })
+}
+
+impl ControlPlane {
+    fn with_crds(kubeconfig: PathBuf) -> Self {
+        let bin_dir = PathBuf::from(run_script(&["bin-dir"]).trim());
         let control_plane = ControlPlane {
             kubeconfig,
             bin_dir,
         };
         control_plane.install_crds();
         control_plane
-    })
+    }
+
+    /// Stops kube-apiserver alone (etcd keeps its state).
+    pub fn stop_api_server(&self) {
+        run_script(&["stop-apiserver", self.dir()]);
+    }
+
+    /// Starts kube-apiserver again on the same port and etcd; returns once
+    /// it is ready.
+    pub fn start_api_server(&self) {
+        run_script(&["start-apiserver", self.dir()]);
+    }
+
+    /// Stops etcd alone (its data stays).
+    pub fn stop_etcd(&self) {
+        run_script(&["stop-etcd", self.dir()]);
+    }
+
+    /// Starts etcd again on its data; returns once it answers.
+    pub fn start_etcd(&self) {
+        run_script(&["start-etcd", self.dir()]);
+    }
+
+    fn dir(&self) -> &str {
+        self.kubeconfig
+            .parent()
+            .and_then(Path::to_str)
+            .expect("a control plane directory")
+    }
 }
 
-fn start_own_control_plane() -> PathBuf {
+/// Starts a control plane that stops when this test binary exits;
+/// `controllers` narrows the controller-manager's controllers.
+fn start_own_control_plane(controllers: Option<&str>) -> PathBuf {
     let dir = repo_root()
         .join("target/tmp")
         .join(format!("control-plane-{}", std::process::id()));
     let pid = std::process::id().to_string();
-    run_script(&["start", dir.to_str().expect("utf-8 path"), &pid]);
+    let mut command = Command::new(control_plane_script());
+    command.args(["start", dir.to_str().expect("utf-8 path"), &pid]);
+    if let Some(controllers) = controllers {
+        command.env("TOKENSMITH_CP_CONTROLLERS", controllers);
+    }
+    let output = command.output().expect("hack/control-plane.sh runs");
+    assert!(
+        output.status.success(),
+        "hack/control-plane.sh start failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     dir.join("kubeconfig")
 }
 

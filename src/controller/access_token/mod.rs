@@ -22,13 +22,13 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::Action,
         events::EventType,
         finalizer::{Event as FinalizerEvent, finalizer},
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use secrecy::ExposeSecret;
@@ -39,7 +39,6 @@ use self::{plan::RecordedToken, secret::TokenSecret};
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_condition, with_ready},
-    context::Triggers,
     issuer_ref::ResolvedIssuer,
     managed_secret::{SecretState, delete_if_ours},
     revocation::RevokedToken,
@@ -49,6 +48,7 @@ use crate::{
         AccessToken, AccessTokenStatus, AppRegistration, BoundObjectKind, ClusterTokenIssuer,
         IssuerKind, PreviousToken, TokenFormat, TokenIssuer,
     },
+    cluster::{Watched, Watches},
     telemetry::TokenEvent,
     token::{
         DEFAULT_OPAQUE_PREFIX, LifetimeLimits, SigningKey, TimingError, TimingPolicy, fingerprint,
@@ -67,46 +67,51 @@ mod reason {
     pub const REVOCATION_QUOTA_EXCEEDED: &str = "RevocationQuotaExceeded";
 }
 
+/// The AccessToken controller: triggered by its own kind, the Secrets it
+/// owns, the issuers and the apps its tokens name.
 pub fn controller(
     ctx: Arc<Context>,
-    triggers: Triggers,
+    watches: &Watches,
+    managed_secrets: &Watched<PartialObjectMeta<Secret>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
-    let controller = Controller::new(
-        Api::<AccessToken>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    );
-    let for_token_issuers = controller.store();
-    let for_cluster_issuers = controller.store();
-    let for_apps = controller.store();
-    controller
-        .owns_stream(triggers.secrets)
-        .watches_stream(triggers.token_issuers, move |issuer: TokenIssuer| {
-            tokens_using(
-                &for_token_issuers,
-                IssuerKind::TokenIssuer,
-                issuer.namespace(),
-                &issuer.name_any(),
-            )
-        })
-        .watches_stream(triggers.apps, move |app: AppRegistration| {
-            let namespace = app.namespace();
-            for_apps
-                .state()
-                .iter()
-                .filter(|t| {
-                    t.namespace() == namespace
-                        && t.spec
-                            .app_ref
-                            .as_ref()
-                            .is_some_and(|a| a.name == app.name_any())
-                })
-                .map(|t| ObjectRef::from_obj(t.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(
-            triggers.cluster_issuers,
-            move |issuer: ClusterTokenIssuer| {
+    let tokens = watches.access_tokens.store();
+    let (for_token_issuers, for_cluster_issuers, for_apps) =
+        (tokens.clone(), tokens.clone(), tokens.clone());
+    Controller::for_shared_stream(watches.access_tokens.subscribe(), tokens)
+        .owns_shared_stream(managed_secrets.subscribe())
+        .watches_shared_stream(
+            watches.token_issuers.subscribe(),
+            move |issuer: Arc<TokenIssuer>| {
+                tokens_using(
+                    &for_token_issuers,
+                    IssuerKind::TokenIssuer,
+                    issuer.namespace(),
+                    &issuer.name_any(),
+                )
+            },
+        )
+        .watches_shared_stream(
+            watches.apps.subscribe(),
+            move |app: Arc<AppRegistration>| {
+                let namespace = app.namespace();
+                for_apps
+                    .state()
+                    .iter()
+                    .filter(|t| {
+                        t.namespace() == namespace
+                            && t.spec
+                                .app_ref
+                                .as_ref()
+                                .is_some_and(|a| a.name == app.name_any())
+                    })
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_shared_stream(
+            watches.cluster_issuers.subscribe(),
+            move |issuer: Arc<ClusterTokenIssuer>| {
                 tokens_using(
                     &for_cluster_issuers,
                     IssuerKind::ClusterTokenIssuer,
@@ -155,7 +160,6 @@ fn error_policy(token: Arc<AccessToken>, error: &Error, _: Arc<Context>) -> Acti
 
 #[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_ready().await?;
     let namespace = token
         .namespace()
         .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
@@ -867,7 +871,7 @@ impl<'a> Reconciler<'a> {
     /// wait for a change rather than retry the same write.
     async fn secret_refused(&self, secret: &str, why: &str) -> Result<Action> {
         let message = format!(
-            "Secret {secret} cannot be written as the spec asks ({why}); fix secretTemplate, or use a name of at most 63 characters"
+            "Secret {secret} cannot be written as the spec asks ({why}); fix secretTemplate"
         );
         self.blocked(Readiness::not_ready(reason::INVALID_SPEC, message), None)
             .await
@@ -916,47 +920,35 @@ impl<'a> Reconciler<'a> {
         Ok(())
     }
 
-    /// The active signing key of `issuer`, read from its Secret only when the
-    /// cached one is no longer the active key.
+    /// The active signing key of `issuer`, from the watched key Secret. Only
+    /// when the watch has not yet shown the key the issuer's status names
+    /// (the issuer wrote both a moment ago) is the Secret read directly.
     async fn signing_key(&self, issuer: &ResolvedIssuer) -> Result<SigningKey> {
         let (namespace, name) = &issuer.key_secret;
-        let cache_key = format!("{namespace}/{name}");
-        if let Some(key) = self.ctx.signing_keys.lock().await.get(&cache_key)
-            && key.kid == issuer.active_key_id
-        {
-            return Ok(key.clone());
-        }
         let unreadable = |reason: String| Error::KeyringUnreadable {
             issuer: issuer.name.clone(),
-            secret: cache_key.clone(),
+            secret: format!("{namespace}/{name}"),
             reason,
         };
+        let active = |keyring: &crate::token::Keyring| -> Result<Option<SigningKey>> {
+            Ok(keyring
+                .active_signing_key()?
+                .filter(|key| key.kid == issuer.active_key_id))
+        };
+        if let Ok(keyring) = self.ctx.keyrings.get(&issuer.key_secret)
+            && let Some(key) = active(&keyring)?
+        {
+            return Ok(key);
+        }
         let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
             .get(name)
             .await?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(crate::token::KEYRING_SECRET_KEY))
-            .ok_or_else(|| unreadable("it holds no keys".into()))?;
         let keyring =
-            crate::token::Keyring::from_json(&bytes.0).map_err(|e| unreadable(e.to_string()))?;
-        let key = keyring
-            .active_signing_key()?
-            .ok_or_else(|| unreadable("it has no active key".into()))?;
-        if key.kid != issuer.active_key_id {
+            crate::cluster::keyrings::parse(&secret).map_err(|e| unreadable(e.to_string()))?;
+        active(&keyring)?.ok_or_else(|| {
             // The issuer's status is ahead of or behind its Secret: retry shortly.
-            return Err(unreadable(format!(
-                "its active key {} is not the issuer's active key {}",
-                key.kid, issuer.active_key_id
-            )));
-        }
-        self.ctx
-            .signing_keys
-            .lock()
-            .await
-            .insert(cache_key, key.clone());
-        Ok(key)
+            unreadable(format!("it has no active key {}", issuer.active_key_id))
+        })
     }
 
     /// The OAuth client id of the AppRegistration `name` (its UID), if it exists.

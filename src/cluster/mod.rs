@@ -1,0 +1,34 @@
+//! What the operator keeps and watches in the cluster, shared by the
+//! reconcilers and the token service: one watch per kind, decoded so that
+//! one bad object never stops the others.
+
+pub mod decoded;
+pub mod keyrings;
+pub mod labels;
+pub mod revocation_counts;
+pub mod watch;
+pub mod watches;
+
+pub use decoded::{Decoded, Undecodable};
+pub use keyrings::{KeyringError, Keyrings};
+pub use watch::Watched;
+pub use watches::{PendingWatches, Watches};
+
+use crate::api::{ClusterTokenIssuer, TokenIssuer};
+
+/// The shared watch of an issuer kind, for code generic over the kind.
+pub trait WatchedIssuer: watch::Object {
+    fn watched(watches: &Watches) -> &Watched<Self>;
+}
+
+impl WatchedIssuer for TokenIssuer {
+    fn watched(watches: &Watches) -> &Watched<Self> {
+        &watches.token_issuers
+    }
+}
+
+impl WatchedIssuer for ClusterTokenIssuer {
+    fn watched(watches: &Watches) -> &Watched<Self> {
+        &watches.cluster_issuers
+    }
+}

@@ -1,0 +1,147 @@
+//! Every watch the process opens, once each: started in `run`, read by the
+//! token service on every replica and by the reconcilers on the leader.
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::{Api, Client, core::PartialObjectMeta, runtime::watcher};
+
+use super::{
+    keyrings::Keyrings,
+    labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
+    revocation_counts::RevocationCounts,
+    watch::{Pending, Watched, strip_bookkeeping},
+};
+use crate::api::{AccessToken, AppRegistration, ClusterTokenIssuer, TokenIssuer};
+
+/// The watches every replica keeps.
+#[derive(Clone)]
+pub struct Watches {
+    pub token_issuers: Watched<TokenIssuer>,
+    pub cluster_issuers: Watched<ClusterTokenIssuer>,
+    /// Metadata only: issuers select namespaces by label.
+    pub namespaces: Watched<PartialObjectMeta<Namespace>>,
+    /// The issuers' key Secrets, all in the operator's namespace and selected
+    /// by label; no tenant's Secret data is ever cached.
+    pub key_secrets: Watched<Secret>,
+    pub access_tokens: Watched<AccessToken>,
+    pub apps: Watched<AppRegistration>,
+    /// The revocation record's ConfigMaps.
+    pub revocations: Watched<ConfigMap>,
+    /// Live revocation entries per namespace, from `revocations`.
+    pub revocation_counts: RevocationCounts,
+    /// The keyrings of `key_secrets`, parsed once per version.
+    pub keyrings: Keyrings,
+}
+
+/// The watches of [`Watches`] before they run: indexes hook in here.
+pub struct PendingWatches {
+    pub token_issuers: Pending<TokenIssuer>,
+    pub cluster_issuers: Pending<ClusterTokenIssuer>,
+    pub namespaces: Pending<PartialObjectMeta<Namespace>>,
+    pub key_secrets: Pending<Secret>,
+    pub access_tokens: Pending<AccessToken>,
+    pub apps: Pending<AppRegistration>,
+    pub revocations: Pending<ConfigMap>,
+}
+
+impl Watches {
+    /// Sets up the watches; they start when [`PendingWatches::run`] runs.
+    pub fn new(client: &Client, operator_namespace: &str) -> (Self, PendingWatches) {
+        let all = watcher::Config::default;
+        let (token_issuers, mut pending_token_issuers) =
+            Watched::tolerant(Api::all(client.clone()), all());
+        let (cluster_issuers, mut pending_cluster_issuers) =
+            Watched::tolerant(Api::all(client.clone()), all());
+        let (namespaces, mut pending_namespaces) = Watched::new(Api::all(client.clone()), all());
+        let (key_secrets, mut pending_key_secrets) = Watched::new(
+            Api::namespaced(client.clone(), operator_namespace),
+            all().labels(ISSUER_LABEL),
+        );
+        let (access_tokens, mut pending_access_tokens) =
+            Watched::tolerant(Api::all(client.clone()), all());
+        let (apps, mut pending_apps) = Watched::tolerant(Api::all(client.clone()), all());
+        let (revocations, mut pending_revocations) = Watched::new(
+            Api::namespaced(client.clone(), operator_namespace),
+            all().labels(REVOCATIONS_LABEL),
+        );
+        pending_token_issuers.project(strip_bookkeeping);
+        pending_cluster_issuers.project(strip_bookkeeping);
+        pending_namespaces.project(strip_bookkeeping);
+        pending_key_secrets.project(strip_bookkeeping);
+        pending_access_tokens.project(strip_bookkeeping);
+        pending_apps.project(strip_bookkeeping);
+        pending_revocations.project(strip_bookkeeping);
+        let revocation_counts = RevocationCounts::default();
+        let counts = revocation_counts.clone();
+        pending_revocations.hook(move |event| counts.apply(event));
+        (
+            Self {
+                token_issuers,
+                cluster_issuers,
+                namespaces,
+                access_tokens,
+                apps,
+                revocations,
+                revocation_counts,
+                keyrings: Keyrings::new(key_secrets.store()),
+                key_secrets,
+            },
+            PendingWatches {
+                token_issuers: pending_token_issuers,
+                cluster_issuers: pending_cluster_issuers,
+                namespaces: pending_namespaces,
+                key_secrets: pending_key_secrets,
+                access_tokens: pending_access_tokens,
+                apps: pending_apps,
+                revocations: pending_revocations,
+            },
+        )
+    }
+
+    /// Waits until every watch has listed once; `false` if one stopped first.
+    pub async fn listed(&self) -> bool {
+        let all = futures::future::join_all([
+            Box::pin(self.token_issuers.listed()) as BoxFuture<'_, bool>,
+            Box::pin(self.cluster_issuers.listed()),
+            Box::pin(self.namespaces.listed()),
+            Box::pin(self.key_secrets.listed()),
+            Box::pin(self.access_tokens.listed()),
+            Box::pin(self.apps.listed()),
+            Box::pin(self.revocations.listed()),
+        ]);
+        all.await.into_iter().all(|listed| listed)
+    }
+}
+
+impl PendingWatches {
+    /// Runs every watch; this only ends if the process is stopping.
+    pub fn run(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            futures::join!(
+                self.token_issuers.run(),
+                self.cluster_issuers.run(),
+                self.namespaces.run(),
+                self.key_secrets.run(),
+                self.access_tokens.run(),
+                self.apps.run(),
+                self.revocations.run(),
+            );
+        })
+    }
+}
+
+/// The metadata of every Secret the operator manages, in any namespace:
+/// what the reconcilers compare with their records. Only the leader keeps
+/// it. `managedFields` stay: they tell whether someone else edited a
+/// Secret's data.
+pub fn managed_secrets(
+    client: &Client,
+) -> (
+    Watched<PartialObjectMeta<Secret>>,
+    Pending<PartialObjectMeta<Secret>>,
+) {
+    Watched::new(
+        Api::all(client.clone()),
+        watcher::Config::default().labels(&managed_selector()),
+    )
+}
