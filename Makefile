@@ -1,9 +1,13 @@
 # One command per routine task. See README.md.
-.PHONY: test demo lint crds control-plane control-plane-start control-plane-stop
+.PHONY: test faults demo lint crds control-plane control-plane-start control-plane-stop
 
 ## test: lints, then the whole test suite on a freshly started local control plane
 test:
 	hack/test.sh
+
+## faults: the fault suite (about 10 minutes a run), twice in a row, on a control plane of its own; writes RELIABILITY.md
+faults:
+	hack/faults.sh
 
 ## demo: build, start a local control plane, run the operator on examples/ and show a token's life; stops everything after
 demo:

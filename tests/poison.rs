@@ -85,6 +85,27 @@ async fn an_undecodable_access_token_does_not_stop_a_restarted_operator() {
     apply(&healthy, "fresh", spec()).await;
     wait_reason(&healthy, "fresh", "Issued").await;
 
+    // The leader tells the object's owner why it is ignored.
+    eventually(
+        Duration::from_secs(30),
+        "a condition saying why",
+        || async {
+            let output = control_plane().kubectl_output(&[
+                "get",
+                "accesstoken",
+                "poison",
+                "-n",
+                &poisoned_ns.name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
+            ]);
+            let message = String::from_utf8(output.stdout).ok()?;
+            (message.contains("cannot read this object") && message.contains("status.expiresAt"))
+                .then_some(())
+        },
+    )
+    .await;
+
     let log = second.log_text();
     let naming: Vec<&str> = log
         .lines()

@@ -83,6 +83,8 @@ pub struct Pending<K: Object> {
     subscribers: Subscribers<K>,
     listed: watch::Sender<bool>,
     undecodable: UndecodableObjects,
+    /// (uid, reason) of every undecodable object already named in the log.
+    named: Mutex<HashSet<(String, String)>>,
 }
 
 type Decodable<K> = Result<K, Box<Undecodable>>;
@@ -163,6 +165,7 @@ impl<K: Object + DeserializeOwned + std::fmt::Debug> Watched<K> {
             subscribers,
             listed: listed_tx,
             undecodable,
+            named: Mutex::default(),
         };
         (watched, pending)
     }
@@ -368,13 +371,23 @@ impl<K: Object> Pending<K> {
                 Delete(cached(&gone.meta)?.as_ref().clone())
             }
             InitApply(Err(bad)) | Apply(Err(bad)) => {
-                warn!(
-                    kind = %self.kind,
-                    namespace = bad.meta.namespace.as_deref(),
-                    name = bad.meta.name.as_deref(),
-                    reason = %bad.reason,
-                    "object cannot be decoded; ignored until it is fixed"
-                );
+                // Named once per object and reason: not again for a status
+                // written about it, nor at every relist.
+                let naming = (bad.meta.uid.clone().unwrap_or_default(), bad.reason.clone());
+                if self
+                    .named
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(naming)
+                {
+                    warn!(
+                        kind = %self.kind,
+                        namespace = bad.meta.namespace.as_deref(),
+                        name = bad.meta.name.as_deref(),
+                        reason = %bad.reason,
+                        "object cannot be decoded; ignored until it is fixed"
+                    );
+                }
                 let previous = cached(&bad.meta);
                 undecodable.insert(key_of(&bad.meta), bad);
                 Delete(previous?.as_ref().clone())

@@ -11,6 +11,7 @@ mod managed_secret;
 pub mod refresh_chains;
 pub mod revocation;
 mod sweeper;
+mod undecodable;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result};
@@ -128,7 +129,10 @@ pub async fn run(
         access_token::controller(ctx.clone(), &watches, &managed_secrets, shutdown.clone());
     let apps =
         app_registration::controller(ctx.clone(), &watches, &managed_secrets, shutdown.clone());
-    let sweeper = sweeper::run(ctx.clone(), shutdown.clone());
+    let sweeper = futures::future::join(
+        sweeper::run(ctx.clone(), shutdown.clone()),
+        undecodable::run(ctx.clone(), watches.clone(), shutdown.clone()),
+    );
     // Reconciles are idempotent, so one cut short by the grace period is
     // simply done again by the next instance.
     let grace_expired = async {

@@ -21,10 +21,11 @@ pub enum LogFormat {
 /// Installs the global subscriber. `level` is an `EnvFilter` directive such
 /// as `info` or `tokensmith=debug,kube=info`; `RUST_LOG` overrides it.
 pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directive) if !directive.is_empty() => EnvFilter::try_new(directive)?,
-        _ => EnvFilter::try_new(level)?,
+    let directive = match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.is_empty() => directive,
+        _ => level.to_string(),
     };
+    let filter = EnvFilter::try_new(with_quiet_client(&directive))?;
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         // Colours only for a person at a terminal: escape codes in a file or
@@ -47,4 +48,33 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
             .try_init()?,
     }
     Ok(())
+}
+
+/// The kube client logs every failed request (an error per retry of every
+/// watch while the API server is down) and, when a response does not
+/// decode, the whole response body (a LIST can be megabytes). The operator
+/// logs the errors it gets itself, once per outage, so those are off unless
+/// the directive names the kube client.
+const QUIET_CLIENT: &str = "kube_client::client=error,kube_client::client::builder=off";
+
+fn with_quiet_client(directive: &str) -> String {
+    if directive.contains("kube_client") {
+        directive.to_string()
+    } else {
+        format!("{directive},{QUIET_CLIENT}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kube_client_is_quiet_unless_asked_for() {
+        assert_eq!(
+            with_quiet_client("info"),
+            "info,kube_client::client=error,kube_client::client::builder=off"
+        );
+        assert_eq!(with_quiet_client("kube_client=debug"), "kube_client=debug");
+    }
 }

@@ -5,6 +5,7 @@
 //! and then writes only what differs, so an unchanged AccessToken costs no
 //! write at all, after a restart too.
 
+mod adopt;
 mod plan;
 mod restart;
 mod secret;
@@ -515,6 +516,16 @@ impl<'a> Reconciler<'a> {
             &self.name,
             client_id,
         );
+        let revision = self.status.revision.unwrap_or(0) + 1;
+        if why == MintReason::Initial
+            && self.status.token_id.is_none()
+            && let Some(record) = self
+                .unrecorded_token(issuer, &minted, &validity, &spec_hash, revision, secret)
+                .await
+        {
+            info!(token_id = %record.token_id, "the Secret holds a token minted for this spec but not recorded (a crash between the two writes): recorded instead of minting another");
+            return self.recorded(why, record, timing).await;
+        }
         let (value, key_id) = match self.token.spec.format() {
             TokenFormat::Jwt => {
                 let key = self.signing_key(issuer).await?;
@@ -532,7 +543,6 @@ impl<'a> Reconciler<'a> {
                 (new_opaque_token(prefix), None)
             }
         };
-        let revision = self.status.revision.unwrap_or(0) + 1;
         let record = RecordedToken {
             token_id: token_id.clone(),
             issued_at: validity.issued_at,
@@ -551,6 +561,18 @@ impl<'a> Reconciler<'a> {
             self.ctx.revocations.revoke(&replaced, self.now).await?;
         }
         secret::write(self.ctx, self.token, &record, Some(&value), secret).await?;
+        self.recorded(why, record, timing).await
+    }
+
+    /// Records a token now in the Secret: the status, superseded tokens,
+    /// the event and the metrics of the mint.
+    async fn recorded(
+        &self,
+        why: MintReason,
+        record: RecordedToken,
+        timing: &TimingPolicy,
+    ) -> Result<Action> {
+        let (token_id, revision) = (record.token_id.clone(), record.revision);
 
         // Superseded by rotation, they keep the claims of the current record
         // (a rotation never changes what is minted). At most
@@ -595,7 +617,7 @@ impl<'a> Reconciler<'a> {
                 "Issued",
                 format!(
                     "Issued token {token_id} (revision {revision}), valid until {}",
-                    validity.expires_at
+                    record.expires_at
                 ),
             ),
             MintReason::Rotation => (
@@ -603,7 +625,7 @@ impl<'a> Reconciler<'a> {
                 "Rotated",
                 format!(
                     "Rotated to token {token_id} (revision {revision}), valid until {}; the previous token stays valid until it expires",
-                    validity.expires_at
+                    record.expires_at
                 ),
             ),
             MintReason::SpecChanged => (
@@ -622,7 +644,7 @@ impl<'a> Reconciler<'a> {
                 ),
             ),
         };
-        let message = format!("token {token_id} valid until {}", validity.expires_at);
+        let message = format!("token {token_id} valid until {}", record.expires_at);
         let mut status =
             self.status_from(&record, timing, previous, Readiness::ready(reason, message));
         // Workloads that read the token at start-up get the new one. Mints
@@ -949,6 +971,38 @@ impl<'a> Reconciler<'a> {
             // The issuer's status is ahead of or behind its Secret: retry shortly.
             unreadable(format!("it has no active key {}", issuer.active_key_id))
         })
+    }
+
+    /// The token an owned Secret holds without a record, if it is exactly
+    /// what would be minted now (see `adopt`). Read from the API server:
+    /// Secret data is never cached, and this only happens after a crash.
+    async fn unrecorded_token(
+        &self,
+        issuer: &ResolvedIssuer,
+        minted: &crate::api::MintedClaims,
+        validity: &crate::token::Validity,
+        spec_hash: &str,
+        revision: i64,
+        secret: &SecretState,
+    ) -> Option<RecordedToken> {
+        if !matches!(secret, SecretState::Ours(_)) || self.token.spec.format() != TokenFormat::Jwt {
+            return None;
+        }
+        let stored = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace)
+            .get_opt(&plan::secret_name(self.token))
+            .await
+            .ok()??;
+        let bytes = stored.data.as_ref()?.get(plan::data::TOKEN)?;
+        let token = std::str::from_utf8(&bytes.0).ok()?;
+        let keyring = self.ctx.keyrings.get(&issuer.key_secret).ok()?;
+        let expected = adopt::Expected {
+            minted,
+            longest_lifetime_seconds: validity.expires_at.as_second()
+                - validity.issued_at.as_second(),
+            spec_hash,
+            revision,
+        };
+        adopt::adoptable(token, &keyring, &expected, self.now)
     }
 
     /// The OAuth client id of the AppRegistration `name` (its UID), if it exists.
