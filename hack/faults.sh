@@ -12,14 +12,22 @@ hack/control-plane.sh build >/dev/null
 runs="${TOKENSMITH_FAULT_RUNS:-2}"
 rm -rf target/faults
 mkdir -p target/faults
+# Built once: every run tests the same binaries.
+suite="$(cargo test --locked --test faults --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "faults" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$suite" ] || { echo "the fault suite did not build" >&2; exit 1; }
 failed=0
 for run in $(seq "$runs"); do
   printf '\n==> fault suite, run %s of %s\n' "$run" "$runs" >&2
   : >target/faults/rows.tsv
   started=$SECONDS
   # The suite starts its own control plane: never the shared one.
-  if ! env -u TOKENSMITH_TEST_KUBECONFIG cargo test --locked --test faults -- \
-    --test-threads=1 --nocapture >"target/faults/run-$run.log" 2>&1; then
+  if ! env -u TOKENSMITH_TEST_KUBECONFIG "$suite" --test-threads=1 --nocapture \
+    >"target/faults/run-$run.log" 2>&1; then
     failed=1
     grep -E '^test .*FAILED|panicked' "target/faults/run-$run.log" >&2 || true
   fi
