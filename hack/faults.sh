@@ -33,7 +33,7 @@ for run in $(seq "$runs"); do
   fi
   mv target/faults/rows.tsv "target/faults/rows-$run.tsv"
   echo "$((SECONDS - started))" >"target/faults/seconds-$run"
-  grep -E '^seed ' "target/faults/run-$run.log" | head -1 >"target/faults/seed-$run" || true
+  grep -oE 'seed [0-9]+' "target/faults/run-$run.log" | head -1 >"target/faults/seed-$run" || true
 done
 
 python3 - "$runs" <<'PY'

@@ -17,7 +17,7 @@ hack/install-tools.sh
 step "lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --test faults --locked -- -D warnings
+cargo clippy --test faults --test scale --locked -- -D warnings
 
 if [ -z "${TOKENSMITH_TEST_KUBECONFIG:-}" ]; then
   step "control plane"
@@ -31,8 +31,9 @@ fi
 
 step "cargo test"
 cargo test --all-targets --locked
-# The fault suite runs on demand (make faults); built here so it cannot rot.
-cargo test --locked --test faults --no-run
+# The fault suite and the scale figures run on demand (make faults, make
+# scale); built here so they cannot rot.
+cargo test --locked --test faults --test scale --no-run
 
 # The README's demo is part of the product: it must keep working.
 step "demo (hack/demo.sh)"

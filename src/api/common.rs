@@ -129,3 +129,10 @@ pub(crate) fn audience_list_schema(_: &mut schemars::SchemaGenerator) -> schemar
         "items": { "type": "string", "minLength": 1, "maxLength": 512 },
     })
 }
+
+/// The Ready condition among `conditions`, if any.
+pub fn ready_condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == READY)
+}

@@ -13,10 +13,33 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use crate::token::{KEYRING_SECRET_KEY, Keyring};
+use crate::{
+    api::{Issuer, IssuerKind},
+    token::{KEYRING_SECRET_KEY, Keyring},
+};
 
 /// Where a key Secret is: (namespace, name).
 pub type KeySecretLocation = (String, String);
+
+/// Where the signing keys of `issuer` live: always in the operator's
+/// namespace, where no tenant can read or write them. A TokenIssuer's
+/// Secret is named by a digest of its namespace and name, so names never
+/// collide across namespaces and always fit.
+pub fn key_secret_location<I: Issuer>(issuer: &I, operator_namespace: &str) -> (String, String) {
+    let name = match I::KIND {
+        IssuerKind::ClusterTokenIssuer => format!("tokensmith-clusterissuer-{}", issuer.name_any()),
+        IssuerKind::TokenIssuer => {
+            let digest = crate::token::fingerprint(&format!(
+                "{}/{}",
+                issuer.namespace().unwrap_or_default(),
+                issuer.name_any()
+            ));
+            let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+            format!("tokensmith-issuer-{}", &hex[..24])
+        }
+    };
+    (operator_namespace.to_string(), name)
+}
 
 /// Why a keyring cannot be had.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Labels that mark what the operator keeps in the cluster; watches select on them.
 
+/// The field manager of every write the operator makes.
+pub const MANAGER: &str = "tokensmith";
 /// Marks what the operator created; watches of Secrets select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tokensmith");
 /// On an issuer's key Secret: the issuer's name.

@@ -3,9 +3,12 @@
 //! one bad object never stops the others.
 
 pub mod decoded;
+pub mod issuers;
 pub mod keyrings;
 pub mod labels;
+pub mod refresh_chains;
 pub mod revocation_counts;
+pub mod revocations;
 pub mod watch;
 pub mod watches;
 

@@ -3,6 +3,7 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::{Api, Client, core::PartialObjectMeta, runtime::watcher};
 
 use super::{
@@ -132,16 +133,65 @@ impl PendingWatches {
 
 /// The metadata of every Secret the operator manages, in any namespace:
 /// what the reconcilers compare with their records. Only the leader keeps
-/// it. `managedFields` stay: they tell whether someone else edited a
-/// Secret's data.
+/// it. Of `managedFields` only who wrote which data keys stays: that tells
+/// whether someone else edited a Secret's data.
 pub fn managed_secrets(
     client: &Client,
 ) -> (
     Watched<PartialObjectMeta<Secret>>,
     Pending<PartialObjectMeta<Secret>>,
 ) {
-    Watched::new(
+    let (watched, mut pending) = Watched::new(
         Api::all(client.clone()),
         watcher::Config::default().labels(&managed_selector()),
-    )
+    );
+    pending.project(keep_data_ownership);
+    (watched, pending)
+}
+
+/// Reduces each `managedFields` entry to its manager, operation and the
+/// data keys it owns, and drops `kubectl apply`'s copy of the object.
+pub fn keep_data_ownership(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    for entry in meta.managed_fields.iter_mut().flatten() {
+        entry.time = None;
+        entry.api_version = None;
+        if let Some(FieldsV1(serde_json::Value::Object(fields))) = entry.fields_v1.as_mut() {
+            fields.retain(|key, _| key == "f:data" || key == "f:stringData");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn managed_secrets_keep_only_who_wrote_which_data_key() {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("tokensmith".into()),
+            operation: Some("Apply".into()),
+            api_version: Some("v1".into()),
+            fields_v1: Some(FieldsV1(json!({
+                "f:data": {"f:token": {}},
+                "f:metadata": {"f:labels": {"f:a": {}}, "f:annotations": {"f:b": {}}},
+            }))),
+            ..ManagedFieldsEntry::default()
+        }]);
+        keep_data_ownership(&mut secret);
+        let entry = &secret.metadata.managed_fields.unwrap()[0];
+        assert_eq!(entry.manager.as_deref(), Some("tokensmith"));
+        assert_eq!(entry.operation.as_deref(), Some("Apply"));
+        assert_eq!(
+            entry.fields_v1.as_ref().unwrap().0,
+            json!({"f:data": {"f:token": {}}})
+        );
+    }
 }

@@ -240,14 +240,14 @@ async fn reconcile_app(
         .clone()
         .unwrap_or_else(|| app.name_any());
 
-    let issuer =
-        match ctx
-            .issuers
-            .resolve(&app.spec.issuer_ref(), &namespace, &ctx.config.namespace)
-        {
-            Ok(issuer) => issuer,
-            Err((readiness, retry)) => return blocked(&app, &ctx, readiness, retry, now).await,
-        };
+    let issuer = match ctx
+        .issuers
+        .resolve(&app.spec.issuer_ref(), &namespace, &ctx.config.namespace)
+        .map_err(super::issuer_ref::blocked_by)
+    {
+        Ok(issuer) => issuer,
+        Err((readiness, retry)) => return blocked(&app, &ctx, readiness, retry, now).await,
+    };
     let allowed_audiences = issuer.settings.allowed_audiences.as_deref();
     if let Some(audience) =
         IssuerSettings::first_unmatched(allowed_audiences, &app.spec.audiences, &namespace)

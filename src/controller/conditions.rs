@@ -58,7 +58,7 @@ pub fn with_condition(
     let old = previous.iter().find(|c| c.type_ == type_);
     let last_transition_time = match old {
         Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(super::super::token::whole_seconds(now)),
+        _ => Time(crate::token::whole_seconds(now)),
     };
     let condition = Condition {
         type_: type_.to_string(),
@@ -76,10 +76,7 @@ pub fn with_condition(
         .collect()
 }
 
-/// The Ready condition in `conditions`, if any.
-pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
-    conditions.iter().find(|c| c.type_ == READY)
-}
+pub use crate::api::ready_condition;
 
 #[cfg(test)]
 mod tests {

@@ -30,13 +30,8 @@ pub enum Error {
     #[error("{0} has no {1}; the API server always sets it")]
     MissingObjectKey(&'static str, &'static str),
 
-    #[error("the operator's watches stopped before they were ready")]
-    WatchesStopped,
-
-    #[error(
-        "the revocation record {configmap} is full ({entries} live entries); tokens cannot be revoked until entries expire or the operator is given more shards"
-    )]
-    RevocationStoreFull { configmap: String, entries: usize },
+    #[error("revocation: {0}")]
+    Revocation(#[from] crate::cluster::revocations::RevocationError),
 }
 
 /// The Result of this crate's controllers.
@@ -80,9 +75,11 @@ impl Error {
             Error::Key(_) => "key",
             Error::KeyringUnreadable { .. } => "keyring",
             Error::MissingObjectKey(..) => "missing_object_key",
-            Error::RevocationStoreFull { .. } => "revocation_store_full",
+            Error::Revocation(crate::cluster::revocations::RevocationError::Full { .. }) => {
+                "revocation_store_full"
+            }
+            Error::Revocation(crate::cluster::revocations::RevocationError::Kube(_)) => "kube",
             Error::SecretRefused { .. } => "secret_refused",
-            Error::WatchesStopped => "watches_stopped",
         }
     }
 }
@@ -132,6 +129,10 @@ mod tests {
             "status": "Failure", "code": 404, "reason": "NotFound", "message": "not found",
         }));
         assert!(!Error::Kube(not_found).is_namespace_terminating());
-        assert!(!Error::WatchesStopped.is_namespace_terminating());
+        let full = crate::cluster::revocations::RevocationError::Full {
+            configmap: "tokensmith-revocations-0".into(),
+            entries: 15_000,
+        };
+        assert!(!Error::Revocation(full).is_namespace_terminating());
     }
 }

@@ -42,25 +42,7 @@ pub const ISSUER_UID_LABEL: &str = "tokensmith.dev/issuer-uid";
 /// Holds a TokenIssuer until its keys are deleted.
 pub const KEYS_FINALIZER: &str = "tokensmith.dev/keys";
 
-/// Where the signing keys of `issuer` live: always in the operator's
-/// namespace, where no tenant can read or write them. A TokenIssuer's
-/// Secret is named by a digest of its namespace and name, so names never
-/// collide across namespaces and always fit.
-pub fn key_secret_location<I: Issuer>(issuer: &I, operator_namespace: &str) -> (String, String) {
-    let name = match I::KIND {
-        IssuerKind::ClusterTokenIssuer => format!("tokensmith-clusterissuer-{}", issuer.name_any()),
-        IssuerKind::TokenIssuer => {
-            let digest = crate::token::fingerprint(&format!(
-                "{}/{}",
-                issuer.namespace().unwrap_or_default(),
-                issuer.name_any()
-            ));
-            let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
-            format!("tokensmith-issuer-{}", &hex[..24])
-        }
-    };
-    (operator_namespace.to_string(), name)
-}
+pub use crate::cluster::keyrings::key_secret_location;
 
 /// Whether the key Secret `meta` belongs to `issuer` (by UID).
 fn belongs_to<I: Issuer>(meta: &ObjectMeta, issuer: &I) -> bool {

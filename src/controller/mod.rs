@@ -32,11 +32,9 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-/// The field manager of every write the operator makes.
-pub const MANAGER: &str = "tokensmith";
 /// Holds an AccessToken until its token is revoked.
 pub const FINALIZER: &str = "tokensmith.dev/revoke";
-pub use crate::cluster::labels::MANAGED_BY;
+pub use crate::cluster::labels::{MANAGED_BY, MANAGER};
 
 /// How long running reconciles may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

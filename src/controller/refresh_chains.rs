@@ -1,30 +1,12 @@
-//! Where the token service keeps refresh-token chains (one Secret per chain
-//! in the operator's namespace, where no tenant can write: a chain says whose
-//! identity its tokens carry), and the pruning of chains nobody can use any
-//! more, which the AppRegistration reconciler does. A chain names its app by
-//! client id (label); an owner reference cannot cross namespaces.
+//! The pruning of refresh chains nobody can use any more, which the
+//! AppRegistration reconciler does (the chains are `cluster::refresh_chains`).
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::{Context, Result};
-
-/// Label on chain Secrets: the client id (AppRegistration uid) they belong to.
-pub const CHAIN_CLIENT_LABEL: &str = "tokensmith.dev/refresh-chain-of";
-/// Annotation on chain Secrets: when the chain's current refresh token expires.
-pub const CHAIN_EXPIRES_ANNOTATION: &str = "tokensmith.dev/expires-at";
-/// The type of chain Secrets.
-pub const CHAIN_SECRET_TYPE: &str = "tokensmith.dev/refresh-chain";
-
-pub fn chain_secret_name(chain_id: &str) -> String {
-    format!("tokensmith-refresh-{chain_id}")
-}
-
-/// Annotations on chain Secrets: the namespace and name of the app, so that
-/// the sweeper can ask the API server whether it still exists.
-pub const CHAIN_APP_NAMESPACE_ANNOTATION: &str = "tokensmith.dev/app-namespace";
-pub const CHAIN_APP_NAME_ANNOTATION: &str = "tokensmith.dev/app-name";
+pub use crate::cluster::refresh_chains::*;
 
 /// Deletes the expired chains of client `client_id`; returns when the next
 /// live one expires. Chain Secrets carry the managed-by label, so their
@@ -56,15 +38,4 @@ pub async fn prune_expired_chains(
         }
     }
     Ok(next)
-}
-
-/// When the chain's current refresh token expires.
-pub fn expiry_of(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<Timestamp> {
-    meta.annotations
-        .as_ref()?
-        .get(CHAIN_EXPIRES_ANNOTATION)?
-        .parse()
-        .ok()
 }

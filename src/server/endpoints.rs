@@ -21,7 +21,7 @@ use super::{
     oauth::{OAuthError, authenticate_client},
     refresh::{self, token_response},
 };
-use crate::{api::AppType, controller::revocation::RevokedToken, token::REFRESH_TOKEN_PREFIX};
+use crate::{api::AppType, cluster::revocations::RevokedToken, token::REFRESH_TOKEN_PREFIX};
 
 /// The form body as sent: pairs in order, repeats kept, so that a repeat
 /// can be refused rather than silently resolved.

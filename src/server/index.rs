@@ -15,11 +15,11 @@ use kube::{
 use super::lookup::KeyIndex;
 use crate::{
     api::{AccessToken, AppRegistration, Issuer, IssuerKind, IssuerSettings, TokenIssuer},
-    cluster::{Keyrings, PendingWatches, Watched, Watches},
-    controller::{
-        issuer::key_secret_location,
-        issuer_ref::{IssuerStores, UrlClaimant},
-        revocation::{revocation_key, shard_name, shard_pages},
+    cluster::{
+        Keyrings, PendingWatches, Watched, Watches,
+        issuers::{IssuerStores, UrlClaimant},
+        keyrings::key_secret_location,
+        revocations::{revocation_key, shard_name, shard_pages},
     },
     token::Keyring,
 };

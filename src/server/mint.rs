@@ -58,7 +58,7 @@ pub fn mint(
             &namespace,
             &index.operator_namespace,
         )
-        .map_err(|(readiness, _)| OAuthError::server_error(readiness.message))?;
+        .map_err(|unresolved| OAuthError::server_error(unresolved.message))?;
     if let Some(scope) = IssuerSettings::first_unmatched(
         issuer.settings.allowed_scopes.as_deref(),
         scopes,

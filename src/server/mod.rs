@@ -28,8 +28,7 @@ use kube::Client;
 use tracing::info;
 
 use crate::{
-    cluster::Watches,
-    controller::revocation::RevocationStore,
+    cluster::{Watches, revocations::RevocationStore},
     telemetry::{Metrics, Readiness},
 };
 

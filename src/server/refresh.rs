@@ -27,13 +27,13 @@ use super::{
 };
 use crate::{
     api::AppRegistration,
-    controller::{
-        MANAGED_BY,
+    cluster::{
+        labels::MANAGED_BY,
         refresh_chains::{
             CHAIN_APP_NAME_ANNOTATION, CHAIN_APP_NAMESPACE_ANNOTATION, CHAIN_CLIENT_LABEL,
             CHAIN_EXPIRES_ANNOTATION, CHAIN_SECRET_TYPE, chain_secret_name,
         },
-        revocation::RevokedToken,
+        revocations::RevokedToken,
     },
     token::{Presented, RefreshChain, chain_id_of, new_chain_id, new_refresh_token},
 };

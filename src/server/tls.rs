@@ -16,7 +16,7 @@ use kube::{
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::json;
 
-use crate::controller::{MANAGED_BY, MANAGER};
+use crate::cluster::labels::{MANAGED_BY, MANAGER};
 
 /// The Secret holding the generated serving certificate.
 pub const GENERATED_SECRET: &str = "tokensmith-serving-cert";

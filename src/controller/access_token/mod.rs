@@ -40,7 +40,7 @@ use self::{plan::RecordedToken, secret::TokenSecret};
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_condition, with_ready},
-    issuer_ref::ResolvedIssuer,
+    issuer_ref::{ResolvedIssuer, blocked_by},
     managed_secret::{SecretState, delete_if_ours},
     revocation::RevokedToken,
 };
@@ -458,11 +458,14 @@ impl<'a> Reconciler<'a> {
     }
 
     fn resolve_issuer(&self) -> Result<ResolvedIssuer, (Readiness, Option<Duration>)> {
-        self.ctx.issuers.resolve(
-            &self.token.spec.issuer_ref(),
-            &self.namespace,
-            &self.ctx.config.namespace,
-        )
+        self.ctx
+            .issuers
+            .resolve(
+                &self.token.spec.issuer_ref(),
+                &self.namespace,
+                &self.ctx.config.namespace,
+            )
+            .map_err(blocked_by)
     }
 
     /// Mints a new token into the Secret and records it.

@@ -1,0 +1,310 @@
+//! The durable record of revoked token ids, kept in the cluster so that a
+//! restarted operator and every replica of the token service know them.
+//!
+//! Entries live in ConfigMaps `tokensmith-revocations-<shard>` in the
+//! operator's namespace, one data key per (issuer, token id) with its expiry
+//! as value: a token id means nothing without its issuer, so no issuer's
+//! tokens can be revoked by naming their ids under another issuer;
+//! an entry is dropped once its token has expired anyway. Writes are JSON
+//! merge patches that add keys, so concurrent writers never lose each other's
+//! entries and no read-modify-write is needed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use super::{
+    labels::{MANAGED_BY, MANAGER, REVOCATIONS_LABEL},
+    revocation_counts::parse_entry,
+};
+
+/// Why a revocation could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error(
+        "the revocation record {configmap} is full ({entries} live entries); tokens cannot be revoked until entries expire or the operator is given more shards"
+    )]
+    Full { configmap: String, entries: usize },
+}
+
+type Result<T, E = RevocationError> = std::result::Result<T, E>;
+/// Number of ConfigMaps the entries are spread over. Each holds about 15 000
+/// live entries within the 1 MiB object limit.
+pub const SHARDS: u64 = 16;
+
+/// One revoked token: its issuer, its id and when it would have expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedToken {
+    /// The `iss` of the token.
+    pub issuer_url: String,
+    pub token_id: String,
+    pub expires_at: Timestamp,
+    /// The namespace of the object it belonged to: its entry counts against
+    /// that namespace's quota.
+    pub namespace: Option<String>,
+}
+
+impl RevokedToken {
+    /// Its key in the record.
+    pub fn key(&self) -> String {
+        revocation_key(&self.issuer_url, &self.token_id)
+    }
+
+    /// Its value in the record: `<expiry>` or `<expiry> <namespace>`.
+    fn value(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}", self.expires_at),
+            None => self.expires_at.to_string(),
+        }
+    }
+}
+
+/// The record's key for token `token_id` of the issuer `issuer_url`:
+/// `<issuer digest>.<token id>` (a ConfigMap key cannot hold a URL).
+pub fn revocation_key(issuer_url: &str, token_id: &str) -> String {
+    let issuer = crate::token::fingerprint(issuer_url);
+    let digest = issuer.strip_prefix("sha256:").unwrap_or(&issuer);
+    format!("{}.{token_id}", &digest[..16])
+}
+
+/// The ConfigMap holding the entry with `key`.
+pub fn shard_name(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("tokensmith-revocations-{:x}", hash % SHARDS)
+}
+
+/// Overflow pages a shard may spill into once its ConfigMap is full, so
+/// that a revocation is not refused for want of room: 16 shards of 65
+/// ConfigMaps hold about 15 million unexpired entries.
+pub const OVERFLOW_PAGES: usize = 64;
+
+/// The ConfigMaps of a shard, in the order they fill: the shard's own, then
+/// `<shard>-1`, `<shard>-2`, ... Pages are only ever created in this order
+/// and never deleted, so a reader may stop at the first one missing.
+pub fn shard_pages(shard: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(shard.to_string())
+        .chain((1..=OVERFLOW_PAGES).map(move |n| format!("{shard}-{n}")))
+}
+
+/// Writes revocations into the cluster.
+#[derive(Clone)]
+pub struct RevocationStore {
+    api: Api<ConfigMap>,
+}
+
+impl RevocationStore {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+        }
+    }
+
+    /// Records `tokens` as revoked; tokens already expired need no record.
+    pub async fn revoke(&self, tokens: &[RevokedToken], now: Timestamp) -> Result<()> {
+        let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for token in tokens.iter().filter(|t| t.expires_at > now) {
+            let key = token.key();
+            by_shard
+                .entry(shard_name(&key))
+                .or_default()
+                .insert(key, token.value());
+        }
+        for (shard, entries) in by_shard {
+            self.add_to_shard(&shard, &entries, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds `entries` to the first page of `shard` with room, pruning a full
+    /// page of its expired entries before moving on to the next.
+    async fn add_to_shard(
+        &self,
+        shard: &str,
+        entries: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<()> {
+        for page in shard_pages(shard) {
+            let written = match self.add_entries(&page, entries).await {
+                Ok(written) => written,
+                Err(RevocationError::Full { .. }) => {
+                    let full = self.api.get(&page).await?;
+                    if !self.prune_expired(&page, &full, now).await? {
+                        continue;
+                    }
+                    match self.add_entries(&page, entries).await {
+                        Ok(written) => written,
+                        Err(RevocationError::Full { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            self.prune_expired(&page, &written, now).await?;
+            return Ok(());
+        }
+        Err(RevocationError::Full {
+            configmap: format!("{shard}-{OVERFLOW_PAGES}"),
+            entries: entries.len(),
+        })
+    }
+
+    async fn add_entries(
+        &self,
+        shard: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Result<ConfigMap> {
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let patch = Patch::Merge(json!({ "data": entries }));
+        match self.api.patch(shard, &params, &patch).await {
+            Ok(cm) => Ok(cm),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                let cm = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(shard.to_string()),
+                        labels: Some(
+                            [
+                                (REVOCATIONS_LABEL.to_string(), "true".to_string()),
+                                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                            ]
+                            .into(),
+                        ),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(entries.clone()),
+                    ..ConfigMap::default()
+                };
+                let post = PostParams {
+                    field_manager: Some(MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                match self.api.create(&post, &cm).await {
+                    Ok(cm) => Ok(cm),
+                    // Another writer created it first: add to theirs.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        Ok(self.api.patch(shard, &params, &patch).await?)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            // A ConfigMap over 1 MiB of data (422), or an object etcd refuses
+            // to store (its request limit, answered 500 "request is too
+            // large"): this page is full.
+            Err(kube::Error::Api(status))
+                if status.code == 413
+                    || status.code == 422
+                    || status.message.contains("request is too large") =>
+            {
+                let entries = self.api.get(shard).await?.data.map_or(0, |d| d.len());
+                Err(RevocationError::Full {
+                    configmap: shard.to_string(),
+                    entries,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Drops the expired entries of `cm`; whether there were any.
+    async fn prune_expired(&self, shard: &str, cm: &ConfigMap, now: Timestamp) -> Result<bool> {
+        let expired: serde_json::Map<String, Value> = cm
+            .data
+            .iter()
+            .flatten()
+            .filter(|(_, value)| parse_entry(value).0.is_some_and(|exp| exp <= now))
+            .map(|(id, _)| (id.clone(), Value::Null))
+            .collect();
+        if expired.is_empty() {
+            return Ok(false);
+        }
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch(shard, &params, &Patch::Merge(json!({ "data": expired })))
+            .await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::revocation_counts::RevocationCounts;
+
+    #[test]
+    fn keys_bind_the_token_id_to_its_issuer() {
+        let key = revocation_key("https://tokens.example/a", "id-1");
+        assert!(key.ends_with(".id-1"), "{key}");
+        assert_eq!(key, revocation_key("https://tokens.example/a", "id-1"));
+        assert_ne!(key, revocation_key("https://tokens.example/b", "id-1"));
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+            "a valid ConfigMap key: {key}"
+        );
+    }
+
+    #[test]
+    fn entries_carry_their_namespace_and_are_counted_by_it() {
+        let at: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let token = |id: &str, namespace: Option<&str>| RevokedToken {
+            issuer_url: "https://i".into(),
+            token_id: id.into(),
+            expires_at: at,
+            namespace: namespace.map(String::from),
+        };
+        assert_eq!(
+            parse_entry(&token("a", Some("team-a")).value()),
+            (Some(at), Some("team-a"))
+        );
+        assert_eq!(parse_entry(&token("b", None).value()), (Some(at), None));
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("tokensmith-revocations-0".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                [
+                    token("a", Some("team-a")),
+                    token("b", Some("team-a")),
+                    token("c", Some("team-b")),
+                    token("d", None),
+                ]
+                .iter()
+                .map(|t| (t.key(), t.value()))
+                .collect(),
+            ),
+            ..ConfigMap::default()
+        };
+        let counts = RevocationCounts::default();
+        counts.apply(&kube::runtime::watcher::Event::Apply(cm.clone()));
+        assert_eq!(
+            (counts.in_namespace("team-a"), counts.in_namespace("team-b")),
+            (2, 1)
+        );
+        counts.apply(&kube::runtime::watcher::Event::Delete(cm));
+        assert_eq!(counts.in_namespace("team-a"), 0);
+    }
+
+    #[test]
+    fn shards_spread_ids_and_are_stable() {
+        let names: std::collections::BTreeSet<_> =
+            (0..1000).map(|i| shard_name(&format!("id-{i}"))).collect();
+        assert_eq!(names.len(), SHARDS as usize);
+        assert_eq!(shard_name("abc"), shard_name("abc"));
+    }
+}
