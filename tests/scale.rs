@@ -91,7 +91,7 @@ async fn figures_at_1000_and_5000_access_tokens() {
     let cp = private_control_plane();
     let client = cp.client().await;
     let ns = TestNamespace::create(&client, "scale").await;
-    let operator = Operator::start(&["--log-level", "info"]);
+    let operator = Operator::start(&[]);
     operator.http().await;
     token_issuer(&client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
@@ -180,7 +180,7 @@ async fn figures_at_1000_and_5000_access_tokens() {
         rss_mib(operator.pid)
     ));
     let text = format!(
-        "Operator: the debug build the tests use, one replica, log level info. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n",
+        "Operator: the debug build the tests use, one replica (logging at debug, as in the tests). PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n",
         lines.join("\n")
     );
     println!("{text}");

@@ -210,6 +210,8 @@ async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Actio
             let readiness = Readiness::not_ready(reason::INVALID_SPEC, message);
             blocked(&app, &ctx, readiness, None, whole_seconds(Timestamp::now())).await
         }
+        // Asked again without the caches, it reports the conflict.
+        Err(Error::SecretTaken { .. }) => reconcile_app(app, ctx, true).await,
         other => other,
     }
 }

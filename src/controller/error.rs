@@ -27,6 +27,11 @@ pub enum Error {
     #[error("the API server refuses Secret {secret}: {reason}")]
     SecretRefused { secret: String, reason: String },
 
+    /// A Secret by the name the operator writes exists and is not the
+    /// operator's: found on create, since such Secrets are not cached.
+    #[error("Secret {secret} exists and is not the operator's")]
+    SecretTaken { secret: String },
+
     #[error("{0} has no {1}; the API server always sets it")]
     MissingObjectKey(&'static str, &'static str),
 
@@ -80,6 +85,7 @@ impl Error {
             }
             Error::Revocation(crate::cluster::revocations::RevocationError::Kube(_)) => "kube",
             Error::SecretRefused { .. } => "secret_refused",
+            Error::SecretTaken { .. } => "secret_taken",
         }
     }
 }

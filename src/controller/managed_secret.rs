@@ -36,10 +36,13 @@ impl SecretState {
             .managed_secrets
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| s.metadata.clone());
-        match cached {
-            Some(meta) => Ok(Self::of(meta, owner_uid)),
-            None => Self::fetch(ctx, namespace, name, owner_uid).await,
-        }
+        // Not among the managed Secrets: taken as absent without asking.
+        // Should one exist anyway (someone else's, or ours not yet seen by
+        // the cache), creating it fails and `put` finds out which.
+        Ok(match cached {
+            Some(meta) => Self::of(meta, owner_uid),
+            None => Self::Absent,
+        })
     }
 
     /// Asks the API server (metadata only), bypassing the cache: for when
@@ -108,7 +111,26 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
                 field_manager: Some(MANAGER.into()),
                 ..PostParams::default()
             };
-            api.create(&params, &secret).await?;
+            match api.create(&params, &secret).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let owner_uid = secret
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .find(|r| r.controller == Some(true))
+                        .map(|r| r.uid.clone())
+                        .unwrap_or_default();
+                    return match SecretState::fetch(ctx, &namespace, &name, &owner_uid).await? {
+                        found @ SecretState::Ours(_) => {
+                            Box::pin(put_unchecked(ctx, secret, &found)).await
+                        }
+                        _ => Err(super::Error::SecretTaken { secret: name }),
+                    };
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         SecretState::Foreign => unreachable!("a foreign Secret is reported before any write"),
     }

@@ -6,6 +6,7 @@
 //! write at all, after a restart too.
 
 mod adopt;
+mod decide;
 mod plan;
 mod restart;
 mod secret;
@@ -36,7 +37,11 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use self::{plan::RecordedToken, secret::TokenSecret};
+use self::{
+    decide::{MintReason, Next, Observed, decide},
+    plan::RecordedToken,
+    secret::TokenSecret,
+};
 use super::{
     Context, Error, FINALIZER, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_condition, with_ready},
@@ -173,6 +178,8 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
                     Err(Error::SecretRefused { secret, reason }) => {
                         reconciler.secret_refused(&secret, &reason).await
                     }
+                    // Asked again without the caches, it reports the conflict.
+                    Err(Error::SecretTaken { .. }) => reconciler.recheck().await,
                     other => other,
                 }
             }
@@ -197,37 +204,6 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
 /// older ones are revoked, so no object holds an unbounded number of live
 /// tokens.
 pub const MAX_PREVIOUS_TOKENS: usize = 10;
-
-/// Why a new token is minted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MintReason {
-    /// The first token of this AccessToken, or the first after `revoked` was cleared.
-    Initial,
-    /// Renewal time reached: the old token stays valid until it expires.
-    Rotation,
-    /// Scopes, audiences, subject, claims, issuer, format or lifetime changed.
-    SpecChanged,
-    /// The Secret was deleted or its data edited by someone else.
-    SecretChanged,
-}
-
-impl MintReason {
-    /// Whether the token being replaced is revoked (rather than left to expire).
-    fn revokes_previous(self) -> bool {
-        matches!(self, Self::SpecChanged | Self::SecretChanged)
-    }
-}
-
-/// What an AccessToken that can be served needs next.
-enum Next {
-    Mint(MintReason),
-    /// The recorded token stays; keep the Secret's metadata and the status in line.
-    Keep(Box<RecordedToken>),
-    /// The token reached its end and is not renewed.
-    Expire,
-    /// The Secret and the record disagree: look again without the caches.
-    Recheck,
-}
 
 struct Reconciler<'a> {
     token: &'a AccessToken,
@@ -357,39 +333,18 @@ impl<'a> Reconciler<'a> {
         };
 
         let desired_hash = plan::spec_hash(&self.token.spec, &issuer.settings);
-        let never_renewed = !timing.renew || timing.expires_at.is_some();
-        let was_revoked = self.ready_reason() == Some(reason::REVOKED);
-
-        // An owned Secret that does not hold the recorded token was changed
-        // by someone, or one of the caches lags behind our own writes.
-        let secret_disagrees = matches!(secret, SecretState::Ours(_))
-            && !recorded.as_ref().is_some_and(|r| secret.holds(r));
-        let next = match recorded {
-            _ if secret_disagrees && !self.fresh => Next::Recheck,
-            _ if was_revoked || self.status.token_id.is_none() => Next::Mint(MintReason::Initial),
-            // A status without a complete record (written before the record
-            // existed) is treated as a token minted from another spec.
-            None => Next::Mint(MintReason::SpecChanged),
-            Some(record) if record.spec_hash != desired_hash => Next::Mint(MintReason::SpecChanged),
-            Some(record) if record.expires_at <= self.now && never_renewed => Next::Expire,
-            Some(record) if !secret.holds(&record) => Next::Mint(MintReason::SecretChanged),
-            Some(record) => {
-                let renew_at = renewal_time(
-                    record.issued_at,
-                    record.expires_at,
-                    &timing,
-                    &record.token_id,
-                )
-                .ok()
-                .flatten();
-                let due = record.expires_at <= self.now || renew_at.is_some_and(|t| t <= self.now);
-                if due {
-                    Next::Mint(MintReason::Rotation)
-                } else {
-                    Next::Keep(Box::new(record))
-                }
-            }
-        };
+        let secret_holds_record = recorded.as_ref().is_some_and(|r| secret.holds(r));
+        let next = decide(Observed {
+            recorded,
+            has_token: self.status.token_id.is_some(),
+            was_revoked: self.ready_reason() == Some(reason::REVOKED),
+            secret_is_ours: matches!(secret, SecretState::Ours(_)),
+            secret_holds_record,
+            fresh: self.fresh,
+            desired_spec_hash: &desired_hash,
+            timing: &timing,
+            now: self.now,
+        });
 
         match next {
             Next::Mint(reason) => {
