@@ -11,6 +11,7 @@ mod common;
 mod duration;
 mod fixed_time;
 mod issuer;
+pub mod reason;
 
 pub use access_token::*;
 pub use app_registration::*;

@@ -34,9 +34,7 @@ impl Unresolved {
     }
 }
 
-/// Condition reasons of resolution problems.
-pub const ISSUER_NOT_READY: &str = "IssuerNotReady";
-pub const INVALID_SPEC: &str = "InvalidSpec";
+pub use crate::api::reason::{INVALID_SPEC, ISSUER_NOT_READY};
 
 /// The path part of an issuer URL, without a trailing `/`: what the token
 /// service serves an issuer at, and so what must be unique in the cluster.

@@ -65,12 +65,7 @@ mod annotation {
     pub const SETTINGS_HASH: &str = "tokensmith.dev/settings-hash";
 }
 
-mod reason {
-    pub const REGISTERED: &str = "Registered";
-    pub const SECRET_ROTATED: &str = "SecretRotated";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const SECRET_CONFLICT: &str = "SecretConflict";
-}
+use crate::api::reason;
 
 /// The client secrets of an app, as the status records them.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,7 +28,9 @@ use super::{
     managed_secret::{controller_reference, is_controlled_by},
 };
 use crate::{
-    api::{ClusterTokenIssuer, Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus, TokenIssuer},
+    api::{
+        ClusterTokenIssuer, Issuer, IssuerKeyStatus, IssuerKind, IssuerStatus, TokenIssuer, reason,
+    },
     cluster::{WatchedIssuer, Watches},
     token::{KEYRING_SECRET_KEY, KeyPolicy, Keyring, MAX_PUBLISHED_KEYS, plan_keys},
 };
@@ -199,7 +201,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
             issuer.as_ref(),
             ctx,
             None,
-            Readiness::not_ready("IssuerURLConflict", message),
+            Readiness::not_ready(reason::ISSUER_URL_CONFLICT, message),
             now,
         )
         .await?;
@@ -240,7 +242,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
             issuer.as_ref(),
             ctx,
             None,
-            Readiness::not_ready("KeySecretConflict", message),
+            Readiness::not_ready(reason::KEY_SECRET_CONFLICT, message),
             now,
         )
         .await?;
@@ -254,7 +256,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
                 issuer.as_ref(),
                 ctx,
                 None,
-                Readiness::not_ready("InvalidSpec", message),
+                Readiness::not_ready(reason::INVALID_SPEC, message),
                 now,
             )
             .await?;
@@ -279,7 +281,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
                     issuer.as_ref(),
                     ctx,
                     None,
-                    Readiness::not_ready("KeyError", message),
+                    Readiness::not_ready(reason::KEY_ERROR, message),
                     now,
                 )
                 .await?;
@@ -352,7 +354,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
         issuer.as_ref(),
         ctx,
         Some((plan.keyring.active().map(|k| k.kid.clone()), keys)),
-        Readiness::ready("KeysReady", message),
+        Readiness::ready(reason::KEYS_READY, message),
         now,
     )
     .await?;

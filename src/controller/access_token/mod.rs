@@ -62,16 +62,7 @@ use crate::{
     },
 };
 
-/// Condition reasons (see the README's reference).
-mod reason {
-    pub const ISSUED: &str = "Issued";
-    pub const ROTATED: &str = "Rotated";
-    pub const EXPIRED: &str = "Expired";
-    pub const REVOKED: &str = "Revoked";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const SECRET_CONFLICT: &str = "SecretConflict";
-    pub const REVOCATION_QUOTA_EXCEEDED: &str = "RevocationQuotaExceeded";
-}
+use crate::api::reason;
 
 /// The AccessToken controller: triggered by its own kind, the Secrets it
 /// owns, the issuers and the apps its tokens name.
@@ -572,7 +563,7 @@ impl<'a> Reconciler<'a> {
         let (reason, event_reason, note) = match why {
             MintReason::Initial => (
                 reason::ISSUED,
-                "Issued",
+                reason::ISSUED,
                 format!(
                     "Issued token {token_id} (revision {revision}), valid until {}",
                     record.expires_at
@@ -734,7 +725,7 @@ impl<'a> Reconciler<'a> {
         info!(revoked = live.len(), "token revoked");
         self.ctx.metrics.token_event(TokenEvent::Revoked);
         self.ctx
-            .publish(self.token, EventType::Normal, "Revoked", message)
+            .publish(self.token, EventType::Normal, reason::REVOKED, message)
             .await;
         Ok(Action::await_change())
     }
@@ -757,7 +748,7 @@ impl<'a> Reconciler<'a> {
                 .publish(
                     self.token,
                     EventType::Normal,
-                    "Revoked",
+                    reason::REVOKED,
                     format!(
                         "AccessToken deleted: revoked {} token(s) and removed the Secret",
                         live.len()
