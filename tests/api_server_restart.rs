@@ -31,27 +31,12 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Long-running WATCH requests the API server is serving, by resource.
 fn open_watches(cp: &ControlPlane) -> BTreeMap<String, i64> {
-    let text = cp.kubectl(&["get", "--raw", "/metrics"]);
     let mut watches = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_longrunning_requests{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        if label("verb") != "WATCH" {
-            continue;
+    for (labels, count) in cp.api_server_metric("apiserver_longrunning_requests") {
+        if labels.get("verb").map(String::as_str) == Some("WATCH") {
+            let resource = labels.get("resource").cloned().unwrap_or_default();
+            *watches.entry(resource).or_insert(0) += count as i64;
         }
-        let count: f64 = value.trim().parse().unwrap_or(0.0);
-        *watches.entry(label("resource")).or_insert(0) += count as i64;
     }
     watches
 }

@@ -109,6 +109,37 @@ impl Rng {
     }
 }
 
+/// The start of most scenarios: a namespace with a TokenIssuer `signer`,
+/// an operator, and an HTTPS client that trusts its token service.
+struct Scene {
+    cp: &'static ControlPlane,
+    client: Client,
+    ns: TestNamespace,
+    operator: Operator,
+    http: reqwest::Client,
+    tokens: Api<AccessToken>,
+}
+
+impl Scene {
+    async fn new(prefix: &str) -> Self {
+        let cp = private_control_plane();
+        let client = cp.client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let operator = Operator::start(&[]);
+        let http = operator.http().await;
+        token_issuer(&client, &ns.name, "signer", json!({})).await;
+        let tokens = Api::namespaced(client.clone(), &ns.name);
+        Self {
+            cp,
+            client,
+            ns,
+            operator,
+            http,
+            tokens,
+        }
+    }
+}
+
 fn spec(scopes: &[&str]) -> Value {
     json!({ "spec": {
         "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
@@ -211,6 +242,16 @@ async fn active_count(http: &reqwest::Client, operator: &Operator, tokens: &[Str
         .await
 }
 
+/// Waits until AccessToken `name` is Issued; how long after `since` it was.
+async fn issued_after(tokens: &Api<AccessToken>, name: &str, since: Instant) -> Duration {
+    let what = format!("{name} to be Issued");
+    eventually(Duration::from_secs(60), &what, || async {
+        let token = tokens.get_opt(name).await.ok().flatten()?;
+        (reason(&token).as_deref() == Some("Issued")).then_some(since.elapsed())
+    })
+    .await
+}
+
 async fn delete_all(tokens: &Api<AccessToken>, names: impl Iterator<Item = String>) {
     stream::iter(names)
         .for_each_concurrent(32, |name| {
@@ -248,13 +289,15 @@ async fn s1_sigkill_storm() {
     const BURSTS: usize = 10;
     const PER_BURST: usize = 20;
     const KILLS_PER_BURST: usize = 2;
-    let cp = private_control_plane();
-    let client = cp.client().await;
-    let ns = TestNamespace::create(&client, "storm").await;
+    let Scene {
+        cp,
+        client,
+        ns,
+        mut operator,
+        tokens,
+        ..
+    } = Scene::new("storm").await;
     let mut rng = Rng::seeded();
-    let mut operator = Operator::start(&[]);
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let mut kills = 0;
     for burst in 0..BURSTS {
         let names = (burst * PER_BURST..(burst + 1) * PER_BURST).map(|i| format!("t-{i:03}"));
@@ -325,13 +368,14 @@ async fn s1_sigkill_storm() {
 }
 
 async fn deletions_while_down(count: usize) {
-    let cp = private_control_plane();
-    let client = cp.client().await;
-    let ns = TestNamespace::create(&client, "down").await;
-    let mut operator = Operator::start(&[]);
-    let http = operator.http().await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        client,
+        ns,
+        mut operator,
+        http,
+        tokens,
+        ..
+    } = Scene::new("down").await;
     create_tokens(&tokens, (0..count).map(|i| format!("t-{i:04}"))).await;
     wait_ready(&tokens, count, Duration::from_secs(600))
         .await
@@ -407,13 +451,14 @@ enum Outage {
 }
 
 async fn outage(kind: Outage, length: Duration) {
-    let cp = private_control_plane();
-    let client = cp.client().await;
-    let ns = TestNamespace::create(&client, "outage").await;
-    let operator = Operator::start(&[]);
-    let http = operator.http().await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        cp,
+        client,
+        ns,
+        operator,
+        http,
+        tokens,
+    } = Scene::new("outage").await;
     create_tokens(
         &tokens,
         ["to-delete", "to-change"].map(String::from).into_iter(),
@@ -499,11 +544,7 @@ async fn outage(kind: Outage, length: Duration) {
                 .ok()
         })
         .await;
-        eventually(limit, "the new token Issued", || async {
-            let t = tokens.get_opt("created-after").await.ok().flatten()?;
-            (reason(&t).as_deref() == Some("Issued")).then_some(back.elapsed())
-        })
-        .await
+        issued_after(&tokens, "created-after", back).await
     };
     let changed = async {
         eventually(limit, "the change to go through", || async {
@@ -606,7 +647,7 @@ async fn s6_leader_sigkill() {
     wait_ready(&tokens, TOKENS, Duration::from_secs(120))
         .await
         .expect("every token Ready");
-    let minted = minted(&client, &ns.name).await;
+    let before_kill = minted(&client, &ns.name).await;
 
     leader.stop_with(libc::SIGKILL);
     let killed = Instant::now();
@@ -614,7 +655,7 @@ async fn s6_leader_sigkill() {
         .map(|i| {
             let (tokens, http, follower) = (&tokens, &http, &follower);
             let name = format!("t-{i:02}");
-            let token = minted[&name].clone();
+            let token = before_kill[&name].clone();
             async move {
                 let deleted = Instant::now();
                 tokens
@@ -639,16 +680,8 @@ async fn s6_leader_sigkill() {
         (follower.sample("tokensmith_leader").await == Some(1.0)).then_some(killed.elapsed())
     })
     .await;
-    let first_mint = eventually(
-        Duration::from_secs(60),
-        "a token minted by the new leader",
-        || async {
-            let t = tokens.get_opt("after-failover").await.ok().flatten()?;
-            (reason(&t).as_deref() == Some("Issued")).then_some(killed.elapsed())
-        },
-    )
-    .await;
-    minted_by(&client, &ns.name).await;
+    let first_mint = issued_after(&tokens, "after-failover", killed).await;
+    minted(&client, &ns.name).await;
     let writes = operator_secret_writes(cp, &ns.name);
     let duplicated = writes.saturating_sub(TOKENS + 1);
     report(Row {
@@ -666,11 +699,6 @@ async fn s6_leader_sigkill() {
         duplicated,
         pass: slowest <= Duration::from_secs(1) && duplicated == 0,
     });
-}
-
-/// Records the tokens of the namespace as seen.
-async fn minted_by(client: &Client, namespace: &str) {
-    minted(client, namespace).await;
 }
 
 /// Tricky values for generated objects.
@@ -920,15 +948,7 @@ async fn s7_poison_and_fuzz_corpus() {
     .await;
     let fresh_tokens: Api<AccessToken> = Api::namespaced(client.clone(), &fresh.name);
     apply(&fresh_tokens, "fresh", spec(&["read"])).await;
-    let fresh_minted = eventually(
-        Duration::from_secs(60),
-        "a fresh token elsewhere",
-        || async {
-            let t = fresh_tokens.get_opt("fresh").await.ok().flatten()?;
-            (reason(&t).as_deref() == Some("Issued")).then_some(started.elapsed())
-        },
-    )
-    .await;
+    let fresh_minted = issued_after(&fresh_tokens, "fresh", started).await;
 
     // Every admitted object ends with a condition (or, undecodable, with one
     // line naming it).
@@ -1101,12 +1121,14 @@ async fn s8_token_service_abuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s9_no_secret_anywhere() {
-    let cp = private_control_plane();
-    let client = cp.client().await;
-    let ns = TestNamespace::create(&client, "secrets").await;
-    let operator = Operator::start(&[]);
-    let http = operator.http().await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let Scene {
+        cp,
+        client,
+        ns,
+        operator,
+        http,
+        ..
+    } = Scene::new("secrets").await;
     let apps: Api<AppRegistration> = Api::namespaced(client.clone(), &ns.name);
     apply(
         &apps,

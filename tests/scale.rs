@@ -25,24 +25,12 @@ use tokensmith::api::AccessToken;
 
 /// Requests the API server has served, by (verb, resource).
 fn requests(cp: &ControlPlane) -> BTreeMap<(String, String), f64> {
-    let text = cp.kubectl(&["get", "--raw", "/metrics"]);
     let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let key = (label("verb"), label("resource"));
-        *counts.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    for (labels, count) in cp.api_server_metric("apiserver_request_total") {
+        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+        *counts
+            .entry((label("verb"), label("resource")))
+            .or_insert(0.0) += count;
     }
     counts
 }

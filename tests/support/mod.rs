@@ -15,6 +15,7 @@ pub mod schemas;
 pub mod tenant;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -77,6 +78,26 @@ impl ControlPlane {
         };
         control_plane.install_crds();
         control_plane
+    }
+
+    /// The samples of the API server's own metric `name` (from its
+    /// `/metrics`), each with its labels.
+    pub fn api_server_metric(&self, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let text = self.kubectl(&["get", "--raw", "/metrics"]);
+        let prefix = format!("{name}{{");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix)?.rsplit_once("} "))
+            .map(|(labels, value)| {
+                let labels = labels
+                    .split(',')
+                    .filter_map(|pair| {
+                        let (key, value) = pair.split_once('=')?;
+                        Some((key.to_string(), value.trim_matches('"').to_string()))
+                    })
+                    .collect();
+                (labels, value.trim().parse().unwrap_or(0.0))
+            })
+            .collect()
     }
 
     /// Stops kube-apiserver alone (etcd keeps its state).
