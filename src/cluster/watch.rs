@@ -27,7 +27,6 @@ use kube::{
     Api, Resource,
     runtime::{
         reflector::{ObjectRef, Store, store::Writer},
-        utils::Backoff,
         watcher,
     },
 };
@@ -92,30 +91,25 @@ type Decodable<K> = Result<K, Box<Undecodable>>;
 /// Retries a failed watch quickly and steadily: after an API-server restart
 /// the operator should see changes within seconds, not after a backoff that
 /// grew during the outage (kube's default reaches 30 s).
-pub struct WatchBackoff {
+struct WatchBackoff {
     next: Duration,
 }
 
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const LONGEST_RETRY: Duration = Duration::from_secs(2);
 
-impl Default for WatchBackoff {
-    fn default() -> Self {
+impl WatchBackoff {
+    fn new() -> Self {
         Self { next: FIRST_RETRY }
     }
-}
 
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
+    /// How long to wait before the next attempt.
+    fn delay(&mut self) -> Duration {
         let now = self.next;
         self.next = (now * 2).min(LONGEST_RETRY);
-        Some(now)
+        now
     }
-}
 
-impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = FIRST_RETRY;
     }
@@ -244,7 +238,7 @@ impl<K: Object> Pending<K> {
     /// Runs the watch; it only ends if the process is stopping.
     pub async fn run(mut self) {
         let mut failing = false;
-        let mut backoff = WatchBackoff::default();
+        let mut backoff = WatchBackoff::new();
         while let Some(item) = self.events.next().await {
             let error = match item {
                 Ok(event) => {
@@ -270,7 +264,7 @@ impl<K: Object> Pending<K> {
             } else {
                 warn!(kind = %self.kind, %error, "watch failed; retrying");
             }
-            tokio::time::sleep(backoff.next().unwrap_or(LONGEST_RETRY)).await;
+            tokio::time::sleep(backoff.delay()).await;
         }
     }
 
@@ -531,12 +525,12 @@ mod tests {
 
     #[test]
     fn retries_start_fast_and_stay_short() {
-        let mut backoff = WatchBackoff::default();
-        let delays: Vec<_> = backoff.by_ref().take(6).collect();
+        let mut backoff = WatchBackoff::new();
+        let delays: Vec<_> = (0..6).map(|_| backoff.delay()).collect();
         assert_eq!(delays[0], FIRST_RETRY);
         assert!(delays.iter().all(|d| *d <= LONGEST_RETRY));
         assert_eq!(delays[5], LONGEST_RETRY);
         backoff.reset();
-        assert_eq!(backoff.next(), Some(FIRST_RETRY));
+        assert_eq!(backoff.delay(), FIRST_RETRY);
     }
 }

@@ -76,7 +76,14 @@ async fn attend<K>(
         };
         let name = meta.name.clone().unwrap_or_default();
         let result = if meta.deletion_timestamp.is_some() {
-            release(&api, &object, finalizer).await
+            match release(&api, &object, finalizer).await {
+                Ok(true) => {
+                    info!(kind = %K::kind(&()), namespace = meta.namespace.as_deref(), %name, "released the finalizer of an undecodable object being deleted");
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(error) => Err(error),
+            }
         } else {
             let key = (
                 meta.uid.clone().unwrap_or_default(),
@@ -120,18 +127,19 @@ async fn report(api: &Api<DynamicObject>, object: &Undecodable) -> kube::Result<
     Ok(())
 }
 
-/// Removes the operator's finalizer from an undecodable object being deleted.
+/// Removes the operator's finalizer from an undecodable object being
+/// deleted; whether there was one to remove.
 async fn release(
     api: &Api<DynamicObject>,
     object: &Undecodable,
     finalizer: Option<&str>,
-) -> kube::Result<()> {
+) -> kube::Result<bool> {
     let Some(finalizer) = finalizer else {
-        return Ok(());
+        return Ok(false);
     };
     let finalizers = object.meta.finalizers.clone().unwrap_or_default();
     if !finalizers.iter().any(|f| f == finalizer) {
-        return Ok(());
+        return Ok(false);
     }
     let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
     let name = object.meta.name.as_deref().unwrap_or_default();
@@ -146,6 +154,5 @@ async fn release(
         &Patch::Json::<()>(serde_json::from_value(patch).expect("a JSON patch")),
     )
     .await?;
-    info!(kind = %api.resource_url(), namespace = object.meta.namespace.as_deref(), %name, "released the finalizer of an undecodable object being deleted");
-    Ok(())
+    Ok(true)
 }
