@@ -13,10 +13,11 @@ use kube::{
 use serde_json::json;
 use support::{
     TestNamespace, control_plane, eventually,
+    fixture::Issued,
     operator::{OPERATOR_NAMESPACE, shared_operator},
     resources::{
-        apply, is_recorded_as_revoked, reason, secret_text, token_issuer, verify_with_token_issuer,
-        wait_for, wait_reason,
+        apply, is_recorded_as_revoked, reason, secret_text, verify_with_token_issuer, wait_for,
+        wait_reason,
     },
 };
 use tokensmith::{api::AccessToken, token::fingerprint};
@@ -25,29 +26,27 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn issues_a_token_that_verifies_with_the_issuer_key() {
-    let operator = shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "issue").await;
-    let issuer = token_issuer(
-        &client,
-        &ns.name,
-        "signer",
-        json!({ "audiences": ["api.example"] }),
-    )
-    .await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "ci",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "scopes": ["read_scenarios", "scenarios:write"],
-            "claims": { "team": "platform" },
-            "lifetime": "2h",
-            "secretTemplate": { "labels": { "app": "ci" } },
-        }}),
-    )
-    .await;
+    let fixture =
+        Issued::with_issuer("issue", "signer", json!({ "audiences": ["api.example"] })).await;
+    let Issued {
+        operator,
+        client,
+        ns,
+        issuer,
+        tokens,
+        secrets,
+    } = &fixture;
+    fixture
+        .token(
+            "ci",
+            json!({
+                "scopes": ["read_scenarios", "scenarios:write"],
+                "claims": { "team": "platform" },
+                "lifetime": "2h",
+                "secretTemplate": { "labels": { "app": "ci" } },
+            }),
+        )
+        .await;
 
     // `kubectl wait` works on the Ready condition.
     control_plane().kubectl(&[
@@ -64,10 +63,7 @@ async fn issues_a_token_that_verifies_with_the_issuer_key() {
     assert_eq!(status.revision, Some(1));
     assert_eq!(status.secret_name.as_deref(), Some("ci"));
 
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
-        .get("ci")
-        .await
-        .unwrap();
+    let secret = secrets.get("ci").await.unwrap();
     let jwt = secret_text(&secret, "token");
     assert_eq!(secret_text(&secret, "token-type"), "Bearer");
     assert_eq!(
@@ -86,7 +82,7 @@ async fn issues_a_token_that_verifies_with_the_issuer_key() {
     assert_eq!(secret.labels().get("app").map(String::as_str), Some("ci"));
     assert_eq!(secret.owner_references()[0].uid, token.uid().unwrap());
 
-    let claims = verify_with_token_issuer(&client, &ns.name, &issuer, &jwt)
+    let claims = verify_with_token_issuer(client, &ns.name, issuer, &jwt)
         .await
         .expect("the token verifies with the issuer's public key");
     assert_eq!(claims.iss, issuer.spec.settings.issuer_url);
@@ -102,7 +98,7 @@ async fn issues_a_token_that_verifies_with_the_issuer_key() {
     let header = jsonwebtoken::decode_header(&jwt).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.kid, status.key_id);
-    assert_eq!(header.kid, issuer.status.unwrap().active_key_id);
+    assert_eq!(header.kid, issuer.status.clone().unwrap().active_key_id);
     assert_eq!(status.token_hash, Some(fingerprint(&jwt)));
 
     // The token is shown to the workload only.
@@ -119,28 +115,23 @@ async fn issues_a_token_that_verifies_with_the_issuer_key() {
 
 #[tokio::test]
 async fn rotates_before_expiry() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "rotate").await;
-    let issuer = token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "short",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "lifetime": "20s" } }),
-    )
-    .await;
-    let first = wait_reason(&tokens, "short", "Issued")
-        .await
-        .status
-        .unwrap();
+    let fixture = Issued::new("rotate").await;
+    let Issued {
+        client,
+        ns,
+        issuer,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
+    fixture.token("short", json!({ "lifetime": "20s" })).await;
+    let first = wait_reason(tokens, "short", "Issued").await.status.unwrap();
     let first_id = first.token_id.clone().unwrap();
     let first_expiry = first.expires_at.clone().unwrap().0;
     assert!(first.renewal_time.unwrap().0 < first_expiry);
 
     let rotated = wait_for(
-        &tokens,
+        tokens,
         "short",
         Duration::from_secs(30),
         "a rotation",
@@ -168,43 +159,30 @@ async fn rotates_before_expiry() {
     );
     let secret = secrets.get("short").await.unwrap();
     assert_eq!(Some(secret_text(&secret, "token-id")), status.token_id);
-    let claims =
-        verify_with_token_issuer(&client, &ns.name, &issuer, &secret_text(&secret, "token"))
-            .await
-            .unwrap();
+    let claims = verify_with_token_issuer(client, &ns.name, issuer, &secret_text(&secret, "token"))
+        .await
+        .unwrap();
     assert_eq!(Some(claims.jti), status.token_id);
     // A scheduled rotation leaves the old token valid until it expires.
-    assert!(!is_recorded_as_revoked(&client, &first_id).await);
+    assert!(!is_recorded_as_revoked(client, &first_id).await);
 }
 
 #[tokio::test]
 async fn deletes_the_secret_at_expiry() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "expire").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "once",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "lifetime": "10s",
-            "onExpiry": "Delete",
-        }}),
-    )
-    .await;
-    let issued = wait_reason(&tokens, "once", "Issued").await.status.unwrap();
+    let fixture = Issued::new("expire").await;
+    let Issued {
+        tokens, secrets, ..
+    } = &fixture;
+    fixture
+        .token("once", json!({ "lifetime": "10s", "onExpiry": "Delete" }))
+        .await;
+    let issued = wait_reason(tokens, "once", "Issued").await.status.unwrap();
     assert_eq!(issued.renewal_time, None, "a Delete token is never renewed");
-    let expired = wait_reason(&tokens, "once", "Expired").await;
+    let expired = wait_reason(tokens, "once", "Expired").await;
     let now = k8s_openapi::jiff::Timestamp::now();
     assert!(now >= issued.expires_at.unwrap().0);
     assert!(
-        Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .get_opt("once")
-            .await
-            .unwrap()
-            .is_none(),
+        secrets.get_opt("once").await.unwrap().is_none(),
         "the Secret is deleted at expiry"
     );
     assert_eq!(
@@ -216,18 +194,16 @@ async fn deletes_the_secret_at_expiry() {
 
 #[tokio::test]
 async fn deleting_revokes_and_releases_the_finalizer() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "delete").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "gone",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
-    )
-    .await;
-    let token_id = wait_reason(&tokens, "gone", "Issued")
+    let fixture = Issued::new("delete").await;
+    let Issued {
+        client,
+        ns,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
+    fixture.token("gone", json!({})).await;
+    let token_id = wait_reason(tokens, "gone", "Issued")
         .await
         .status
         .unwrap()
@@ -247,26 +223,15 @@ async fn deleting_revokes_and_releases_the_finalizer() {
             .then_some(())
     })
     .await;
+    assert!(secrets.get_opt("gone").await.unwrap().is_none());
     assert!(
-        Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .get_opt("gone")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        is_recorded_as_revoked(&client, &token_id).await,
+        is_recorded_as_revoked(client, &token_id).await,
         "the token id is recorded as revoked"
     );
 
     // A namespace with tokens in it can be deleted without hanging.
-    apply(
-        &tokens,
-        "left-behind",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
-    )
-    .await;
-    let left = wait_reason(&tokens, "left-behind", "Issued")
+    fixture.token("left-behind", json!({})).await;
+    let left = wait_reason(tokens, "left-behind", "Issued")
         .await
         .status
         .unwrap()
@@ -286,20 +251,21 @@ async fn deleting_revokes_and_releases_the_finalizer() {
             .then_some(())
     })
     .await;
-    assert!(is_recorded_as_revoked(&client, &left).await);
+    assert!(is_recorded_as_revoked(client, &left).await);
 }
 
 #[tokio::test]
 async fn revoked_true_removes_the_secret_and_keeps_the_record() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "revoke").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let spec =
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] });
-    apply(&tokens, "leaked", json!({ "spec": spec })).await;
-    let token_id = wait_reason(&tokens, "leaked", "Issued")
+    let fixture = Issued::new("revoke").await;
+    let Issued {
+        client,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
+    let spec = json!({ "scopes": ["read"] });
+    fixture.token("leaked", spec.clone()).await;
+    let token_id = wait_reason(tokens, "leaked", "Issued")
         .await
         .status
         .unwrap()
@@ -308,24 +274,18 @@ async fn revoked_true_removes_the_secret_and_keeps_the_record() {
 
     let mut revoked_spec = spec.clone();
     revoked_spec["revoked"] = json!(true);
-    apply(&tokens, "leaked", json!({ "spec": revoked_spec })).await;
-    let revoked = wait_reason(&tokens, "leaked", "Revoked").await;
+    fixture.token("leaked", revoked_spec).await;
+    let revoked = wait_reason(tokens, "leaked", "Revoked").await;
     assert_eq!(
         revoked.status.as_ref().unwrap().token_id.as_deref(),
         Some(token_id.as_str())
     );
-    assert!(
-        Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .get_opt("leaked")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(is_recorded_as_revoked(&client, &token_id).await);
+    assert!(secrets.get_opt("leaked").await.unwrap().is_none());
+    assert!(is_recorded_as_revoked(client, &token_id).await);
 
     // Clearing `revoked` issues a fresh token.
-    apply(&tokens, "leaked", json!({ "spec": spec })).await;
-    let reissued = wait_reason(&tokens, "leaked", "Issued")
+    fixture.token("leaked", spec).await;
+    let reissued = wait_reason(tokens, "leaked", "Issued")
         .await
         .status
         .unwrap();
@@ -335,11 +295,10 @@ async fn revoked_true_removes_the_secret_and_keeps_the_record() {
 
 #[tokio::test]
 async fn leaves_a_foreign_secret_untouched() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "foreign").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let fixture = Issued::new("foreign").await;
+    let Issued {
+        tokens, secrets, ..
+    } = &fixture;
     let foreign = secrets
         .create(
             &PostParams::default(),
@@ -355,14 +314,8 @@ async fn leaves_a_foreign_secret_untouched() {
         )
         .await
         .unwrap();
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "taken",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
-    )
-    .await;
-    let conflicted = wait_reason(&tokens, "taken", "SecretConflict").await;
+    fixture.token("taken", json!({})).await;
+    let conflicted = wait_reason(tokens, "taken", "SecretConflict").await;
     let status = conflicted.status.unwrap();
     let message = &support::resources::ready(&status.conditions)
         .unwrap()
@@ -396,18 +349,15 @@ async fn leaves_a_foreign_secret_untouched() {
 
 #[tokio::test]
 async fn reports_issuer_policy_violations_as_conditions() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "policy").await;
-    token_issuer(
-        &client,
-        &ns.name,
+    let fixture = Issued::with_issuer(
+        "policy",
         "strict",
         json!({ "allowedScopes": ["read_*"], "maxLifetime": "1h" }),
     )
     .await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let strict = json!({ "kind": "TokenIssuer", "name": "strict" });
+    let Issued {
+        tokens, secrets, ..
+    } = &fixture;
     let message_of = |t: &AccessToken| {
         support::resources::ready(&t.status.as_ref().unwrap().conditions)
             .unwrap()
@@ -415,51 +365,36 @@ async fn reports_issuer_policy_violations_as_conditions() {
             .clone()
     };
 
-    apply(
-        &tokens,
-        "too-wide",
-        json!({ "spec": { "issuerRef": strict, "scopes": ["read_x", "admin"] } }),
-    )
-    .await;
-    let t = wait_reason(&tokens, "too-wide", "InvalidSpec").await;
+    fixture
+        .token("too-wide", json!({ "scopes": ["read_x", "admin"] }))
+        .await;
+    let t = wait_reason(tokens, "too-wide", "InvalidSpec").await;
     assert!(
         message_of(&t).contains("\"admin\""),
         "names the scope: {}",
         message_of(&t)
     );
 
-    apply(
-        &tokens,
-        "too-long",
-        json!({ "spec": { "issuerRef": strict, "lifetime": "2h" } }),
-    )
-    .await;
-    let t = wait_reason(&tokens, "too-long", "InvalidSpec").await;
+    fixture.token("too-long", json!({ "lifetime": "2h" })).await;
+    let t = wait_reason(tokens, "too-long", "InvalidSpec").await;
     assert!(message_of(&t).contains("maxLifetime"), "{}", message_of(&t));
 
-    apply(
-        &tokens,
-        "orphan",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "missing" } } }),
-    )
-    .await;
-    let t = wait_reason(&tokens, "orphan", "IssuerNotReady").await;
+    fixture
+        .token(
+            "orphan",
+            json!({ "issuerRef": { "kind": "TokenIssuer", "name": "missing" } }),
+        )
+        .await;
+    let t = wait_reason(tokens, "orphan", "IssuerNotReady").await;
     assert!(message_of(&t).contains("missing"), "{}", message_of(&t));
 
-    apply(
-        &tokens,
-        "fine",
-        json!({ "spec": { "issuerRef": strict, "scopes": ["read_x"], "lifetime": "30m" } }),
-    )
-    .await;
-    wait_reason(&tokens, "fine", "Issued").await;
+    fixture
+        .token("fine", json!({ "scopes": ["read_x"], "lifetime": "30m" }))
+        .await;
+    wait_reason(tokens, "fine", "Issued").await;
     for name in ["too-wide", "too-long", "orphan"] {
         assert!(
-            Api::<Secret>::namespaced(client.clone(), &ns.name)
-                .get_opt(name)
-                .await
-                .unwrap()
-                .is_none(),
+            secrets.get_opt(name).await.unwrap().is_none(),
             "no Secret for the refused {name}"
         );
     }
@@ -467,19 +402,16 @@ async fn reports_issuer_policy_violations_as_conditions() {
 
 #[tokio::test]
 async fn reissues_when_the_secret_is_deleted_or_edited() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "tamper").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "t",
-        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } } }),
-    )
-    .await;
-    let first = wait_reason(&tokens, "t", "Issued")
+    let fixture = Issued::new("tamper").await;
+    let Issued {
+        client,
+        ns,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
+    fixture.token("t", json!({})).await;
+    let first = wait_reason(tokens, "t", "Issued")
         .await
         .status
         .unwrap()
@@ -488,7 +420,7 @@ async fn reissues_when_the_secret_is_deleted_or_edited() {
 
     secrets.delete("t", &DeleteParams::default()).await.unwrap();
     let second = wait_for(
-        &tokens,
+        tokens,
         "t",
         TIMEOUT,
         "a new token after the Secret was deleted",
@@ -501,7 +433,7 @@ async fn reissues_when_the_secret_is_deleted_or_edited() {
     .unwrap();
     assert!(secrets.get_opt("t").await.unwrap().is_some());
     assert!(
-        is_recorded_as_revoked(&client, &first).await,
+        is_recorded_as_revoked(client, &first).await,
         "the old token is revoked"
     );
 
@@ -516,7 +448,7 @@ async fn reissues_when_the_secret_is_deleted_or_edited() {
         r#"{"stringData":{"token":"hand-made"}}"#,
     ]);
     let third = wait_for(
-        &tokens,
+        tokens,
         "t",
         TIMEOUT,
         "a new token after the Secret was edited",
@@ -528,31 +460,31 @@ async fn reissues_when_the_secret_is_deleted_or_edited() {
     assert_ne!(third.token_id.as_deref(), Some(second.as_str()));
     let secret = secrets.get("t").await.unwrap();
     assert_ne!(secret_text(&secret, "token"), "hand-made");
-    assert!(is_recorded_as_revoked(&client, &second).await);
+    assert!(is_recorded_as_revoked(client, &second).await);
     let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
     assert!(events.contains("Reissued"), "an event says so");
 }
 
 #[tokio::test]
 async fn spec_changes_reissue_and_template_changes_do_not() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "change").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let fixture = Issued::new("change").await;
+    let Issued {
+        client,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
     let spec = |scopes: &[&str], label: &str| {
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+        json!({
             "scopes": scopes,
             "secretTemplate": { "labels": { "tier": label } },
-        }})
+        })
     };
-    apply(&tokens, "c", spec(&["read"], "one")).await;
-    let first = wait_reason(&tokens, "c", "Issued").await.status.unwrap();
+    fixture.token("c", spec(&["read"], "one")).await;
+    let first = wait_reason(tokens, "c", "Issued").await.status.unwrap();
 
-    apply(&tokens, "c", spec(&["read"], "two")).await;
-    let relabelled = wait_for(&secrets, "c", TIMEOUT, "the new label on the Secret", |s| {
+    fixture.token("c", spec(&["read"], "two")).await;
+    let relabelled = wait_for(secrets, "c", TIMEOUT, "the new label on the Secret", |s| {
         s.labels().get("tier").map(String::as_str) == Some("two")
     })
     .await;
@@ -566,9 +498,9 @@ async fn spec_changes_reissue_and_template_changes_do_not() {
         Some(1)
     );
 
-    apply(&tokens, "c", spec(&["read", "write"], "two")).await;
+    fixture.token("c", spec(&["read", "write"], "two")).await;
     let changed = wait_for(
-        &tokens,
+        tokens,
         "c",
         TIMEOUT,
         "a new token for the new scopes",
@@ -580,27 +512,29 @@ async fn spec_changes_reissue_and_template_changes_do_not() {
     let secret = secrets.get("c").await.unwrap();
     assert_eq!(secret_text(&secret, "scopes"), "read write");
     assert_eq!(Some(secret_text(&secret, "token-id")), changed.token_id);
-    assert!(is_recorded_as_revoked(&client, first.token_id.as_deref().unwrap()).await);
+    assert!(is_recorded_as_revoked(client, first.token_id.as_deref().unwrap()).await);
 }
 
 #[tokio::test]
 async fn old_tokens_verify_after_the_issuer_rotates_its_key() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "keyrot").await;
-    let issuer = token_issuer(
-        &client,
-        &ns.name,
+    let fixture = Issued::with_issuer(
+        "keyrot",
         "rolling",
         json!({ "algorithm": "EdDSA", "keyRotation": { "interval": "15s" }, "maxLifetime": "5m" }),
     )
     .await;
+    let Issued {
+        client,
+        ns,
+        issuer,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
     let first_kid = issuer.status.clone().unwrap().active_key_id.unwrap();
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let spec = json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "rolling" }, "lifetime": "4m" } });
-    apply(&tokens, "before", spec.clone()).await;
-    wait_reason(&tokens, "before", "Issued").await;
+    let spec = json!({ "lifetime": "4m" });
+    fixture.token("before", spec.clone()).await;
+    wait_reason(tokens, "before", "Issued").await;
     let old_jwt = secret_text(&secrets.get("before").await.unwrap(), "token");
     assert_eq!(
         jsonwebtoken::decode_header(&old_jwt)
@@ -637,8 +571,8 @@ async fn old_tokens_verify_after_the_issuer_rotates_its_key() {
         "{published:?}"
     );
 
-    apply(&tokens, "after", spec).await;
-    wait_reason(&tokens, "after", "Issued").await;
+    fixture.token("after", spec).await;
+    wait_reason(tokens, "after", "Issued").await;
     let new_jwt = secret_text(&secrets.get("after").await.unwrap(), "token");
     assert_eq!(
         jsonwebtoken::decode_header(&new_jwt)
@@ -647,10 +581,10 @@ async fn old_tokens_verify_after_the_issuer_rotates_its_key() {
             .as_deref(),
         Some(new_kid.as_str())
     );
-    verify_with_token_issuer(&client, &ns.name, &rotated_issuer(&issuers).await, &old_jwt)
+    verify_with_token_issuer(client, &ns.name, &rotated_issuer(&issuers).await, &old_jwt)
         .await
         .expect("a token of the retired key still verifies");
-    verify_with_token_issuer(&client, &ns.name, &rotated_issuer(&issuers).await, &new_jwt)
+    verify_with_token_issuer(client, &ns.name, &rotated_issuer(&issuers).await, &new_jwt)
         .await
         .expect("a token of the new key verifies");
 }
@@ -663,29 +597,21 @@ async fn rotated_issuer(
 
 #[tokio::test]
 async fn issues_opaque_tokens_with_prefix_and_checksum() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "opaque").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "scanner-friendly",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "format": "Opaque",
-            "prefix": "etm_",
-        }}),
-    )
-    .await;
-    let status = wait_reason(&tokens, "scanner-friendly", "Issued")
+    let fixture = Issued::new("opaque").await;
+    let Issued {
+        tokens, secrets, ..
+    } = &fixture;
+    fixture
+        .token(
+            "scanner-friendly",
+            json!({ "format": "Opaque", "prefix": "etm_" }),
+        )
+        .await;
+    let status = wait_reason(tokens, "scanner-friendly", "Issued")
         .await
         .status
         .unwrap();
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
-        .get("scanner-friendly")
-        .await
-        .unwrap();
+    let secret = secrets.get("scanner-friendly").await.unwrap();
     let token = secret_text(&secret, "token");
     assert!(
         tokensmith::token::is_well_formed_opaque_token(&token, "etm_"),
@@ -752,10 +678,10 @@ async fn cluster_issuer_serves_only_the_namespaces_it_selects() {
 
 #[tokio::test]
 async fn deleting_the_bound_object_revokes_the_token() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "bound").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let fixture = Issued::new("bound").await;
+    let Issued {
+        client, ns, tokens, ..
+    } = &fixture;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let user = config_maps
         .create(
@@ -770,18 +696,16 @@ async fn deleting_the_bound_object_revokes_the_token() {
         )
         .await
         .unwrap();
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "alice-token",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "subject": "alice",
-            "boundObjectRef": { "kind": "ConfigMap", "name": "alice" },
-        }}),
-    )
-    .await;
-    let issued = wait_reason(&tokens, "alice-token", "Issued").await;
+    fixture
+        .token(
+            "alice-token",
+            json!({
+                "subject": "alice",
+                "boundObjectRef": { "kind": "ConfigMap", "name": "alice" },
+            }),
+        )
+        .await;
+    let issued = wait_reason(tokens, "alice-token", "Issued").await;
     assert!(
         issued
             .owner_references()
@@ -808,26 +732,23 @@ async fn deleting_the_bound_object_revokes_the_token() {
         },
     )
     .await;
-    assert!(is_recorded_as_revoked(&client, &token_id).await);
+    assert!(is_recorded_as_revoked(client, &token_id).await);
 
-    apply(
-        &tokens,
-        "nobody-token",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "boundObjectRef": { "kind": "ServiceAccount", "name": "nobody" },
-        }}),
-    )
-    .await;
-    wait_reason(&tokens, "nobody-token", "InvalidSpec").await;
+    fixture
+        .token(
+            "nobody-token",
+            json!({ "boundObjectRef": { "kind": "ServiceAccount", "name": "nobody" } }),
+        )
+        .await;
+    wait_reason(tokens, "nobody-token", "InvalidSpec").await;
 }
 
 #[tokio::test]
 async fn rotation_restarts_the_listed_workloads() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "restart-targets").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let fixture = Issued::new("restart-targets").await;
+    let Issued {
+        client, ns, tokens, ..
+    } = &fixture;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &ns.name);
     apply(
@@ -844,18 +765,16 @@ async fn rotation_restarts_the_listed_workloads() {
         }}),
     )
     .await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "env-token",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "lifetime": "15s",
-            "rolloutRestartTargets": [{ "kind": "Deployment", "name": "reader" }],
-        }}),
-    )
-    .await;
-    wait_reason(&tokens, "env-token", "Issued").await;
+    fixture
+        .token(
+            "env-token",
+            json!({
+                "lifetime": "15s",
+                "rolloutRestartTargets": [{ "kind": "Deployment", "name": "reader" }],
+            }),
+        )
+        .await;
+    wait_reason(tokens, "env-token", "Issued").await;
     let restarted = wait_for(
         &deployments,
         "reader",
@@ -886,35 +805,31 @@ async fn rotation_restarts_the_listed_workloads() {
 
 #[tokio::test]
 async fn app_tokens_carry_the_client_id() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "app").await;
-    let issuer = token_issuer(&client, &ns.name, "signer", json!({})).await;
+    let fixture = Issued::new("app").await;
+    let Issued {
+        client,
+        ns,
+        issuer,
+        tokens,
+        secrets,
+        ..
+    } = &fixture;
     let apps: Api<tokensmith::api::AppRegistration> = Api::namespaced(client.clone(), &ns.name);
     let app = apply(&apps, "billing", json!({ "spec": { "scopes": ["read"] } })).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    apply(
-        &tokens,
-        "billing-token",
-        json!({ "spec": {
-            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-            "appRef": { "name": "billing" },
-            "userless": true,
-        }}),
-    )
-    .await;
-    let status = wait_reason(&tokens, "billing-token", "Issued")
+    fixture
+        .token(
+            "billing-token",
+            json!({ "appRef": { "name": "billing" }, "userless": true }),
+        )
+        .await;
+    let status = wait_reason(tokens, "billing-token", "Issued")
         .await
         .status
         .unwrap();
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
-        .get("billing-token")
+    let secret = secrets.get("billing-token").await.unwrap();
+    let claims = verify_with_token_issuer(client, &ns.name, issuer, &secret_text(&secret, "token"))
         .await
         .unwrap();
-    let claims =
-        verify_with_token_issuer(&client, &ns.name, &issuer, &secret_text(&secret, "token"))
-            .await
-            .unwrap();
     assert_eq!(claims.client_id, app.uid());
     assert_eq!(
         Some(claims.sub),
@@ -925,20 +840,22 @@ async fn app_tokens_carry_the_client_id() {
 
 #[tokio::test]
 async fn deleting_the_namespace_revokes_its_tokens_without_retrying_writes() {
-    let operator = shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "nsgone").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let spec =
-        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "lifetime": "1h" });
+    let fixture = Issued::new("nsgone").await;
+    let Issued {
+        operator,
+        client,
+        ns,
+        tokens,
+        ..
+    } = &fixture;
+    let spec = json!({ "lifetime": "1h" });
     let names = ["first", "second", "third"];
     for name in names {
-        apply(&tokens, name, json!({ "spec": spec })).await;
+        fixture.token(name, spec.clone()).await;
     }
     let mut token_ids = Vec::new();
     for name in names {
-        let issued = wait_reason(&tokens, name, "Issued").await;
+        let issued = wait_reason(tokens, name, "Issued").await;
         token_ids.push(issued.status.unwrap().token_id.unwrap());
     }
 
@@ -962,7 +879,7 @@ async fn deleting_the_namespace_revokes_its_tokens_without_retrying_writes() {
     .await;
     for token_id in &token_ids {
         assert!(
-            is_recorded_as_revoked(&client, token_id).await,
+            is_recorded_as_revoked(client, token_id).await,
             "token {token_id} was not revoked with its namespace"
         );
     }
@@ -982,12 +899,10 @@ async fn deleting_the_namespace_revokes_its_tokens_without_retrying_writes() {
 
 #[tokio::test]
 async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
-    shared_operator();
-    let client = control_plane().client().await;
-    let ns = TestNamespace::create(&client, "refused-secret").await;
-    token_issuer(&client, &ns.name, "signer", json!({})).await;
-    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    let signer = json!({ "kind": "TokenIssuer", "name": "signer" });
+    let fixture = Issued::new("refused-secret").await;
+    let Issued {
+        tokens, secrets, ..
+    } = &fixture;
     // A label key the API server does not allow, and annotations over the
     // 256 KiB a Secret may carry. (Names too long for a label value are
     // refused at admission: tests/admission.rs.)
@@ -995,26 +910,20 @@ async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
     for (name, spec) in [
         (
             "bad-label",
-            json!({ "issuerRef": signer, "secretTemplate": { "labels": { "not a key!": "x" } } }),
+            json!({ "secretTemplate": { "labels": { "not a key!": "x" } } }),
         ),
         (
             "huge-annotations",
-            json!({ "issuerRef": signer, "secretTemplate": { "annotations": { "note": huge } } }),
+            json!({ "secretTemplate": { "annotations": { "note": huge } } }),
         ),
     ] {
-        apply(&tokens, name, json!({ "spec": spec })).await;
-        let refused = wait_reason(&tokens, name, "InvalidSpec").await;
+        fixture.token(name, spec).await;
+        let refused = wait_reason(tokens, name, "InvalidSpec").await;
         let status = refused.status.unwrap();
         let message = &support::resources::ready(&status.conditions)
             .unwrap()
             .message;
         assert!(message.contains("cannot be written"), "{message}");
-        assert!(
-            Api::<Secret>::namespaced(client.clone(), &ns.name)
-                .get_opt(name)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(secrets.get_opt(name).await.unwrap().is_none());
     }
 }

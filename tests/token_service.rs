@@ -130,112 +130,166 @@ async fn bad_requests_get_rfc6749_errors_never_a_500() {
     let served = Served::new("oauth-errors").await;
     let (operator, http) = (served.operator, served.http.clone());
     let creds = served.app("narrow", json!({ "scopes": ["read"] })).await;
-    let url = format!("{}/oauth/token", operator.url);
-    let expect = |status: u16, error: &'static str| {
-        move |response: (u16, Value)| {
-            assert_eq!(response.0, status, "{}", response.1);
-            assert_eq!(response.1["error"], error, "{}", response.1);
-            assert!(response.1["error_description"].is_string());
-        }
-    };
-    let send = |request: reqwest::RequestBuilder| async move {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    };
-
-    expect(400, "unsupported_grant_type")(
-        send(
-            http.post(&url)
-                .basic_auth(&creds.0, Some(&creds.1))
-                .form(&[("grant_type", "password")]),
-        )
-        .await,
-    );
-    expect(400, "invalid_request")(
-        send(
-            http.post(&url)
-                .basic_auth(&creds.0, Some(&creds.1))
-                .form(&[("scope", "read")]),
-        )
-        .await,
-    );
-    expect(401, "invalid_client")(
-        send(
-            http.post(&url)
-                .form(&[("grant_type", "client_credentials")]),
-        )
-        .await,
-    );
-    expect(401, "invalid_client")(
-        send(
-            http.post(&url)
-                .basic_auth(&creds.0, Some("wrong"))
-                .form(&[("grant_type", "client_credentials")]),
-        )
-        .await,
-    );
-    expect(401, "invalid_client")(
-        send(
-            http.post(&url)
-                .basic_auth("no-such-client", Some(&creds.1))
-                .form(&[("grant_type", "client_credentials")]),
-        )
-        .await,
-    );
-    expect(400, "invalid_scope")(
-        send(http.post(&url).basic_auth(&creds.0, Some(&creds.1)).form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "read admin"),
-        ]))
-        .await,
-    );
-    expect(400, "invalid_request")(
-        send(http.post(&url).basic_auth(&creds.0, Some(&creds.1)).form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &creds.0),
-            ("client_secret", &creds.1),
-        ]))
-        .await,
-    );
-    expect(400, "invalid_request")(
-        send(
-            http.post(&url)
-                .basic_auth(&creds.0, Some(&creds.1))
-                .header("content-type", "application/json")
-                .body(r#"{"grant_type":"client_credentials"}"#),
-        )
-        .await,
-    );
+    let basic = Auth::Basic(&creds.0, &creds.1);
+    let client_credentials: &[(&str, &str)] = &[("grant_type", "client_credentials")];
     let oversized = format!(
         "grant_type=client_credentials&scope={}",
         "a".repeat(64 * 1024)
     );
-    expect(413, "invalid_request")(
-        send(
-            http.post(&url)
-                .basic_auth(&creds.0, Some(&creds.1))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(oversized),
-        )
-        .await,
-    );
-    // Introspection and revocation want an authenticated client too.
-    let unauthenticated = send(
-        http.post(format!("{}/oauth/introspect", operator.url))
-            .form(&[("token", "x")]),
-    )
-    .await;
-    expect(401, "invalid_client")(unauthenticated);
-    let info = send(
-        http.get(format!("{}/oauth/token/info", operator.url))
-            .bearer_auth("not-a-token"),
-    )
-    .await;
-    expect(401, "invalid_token")(info);
+    let table = [
+        Row {
+            case: "a grant type the service does not offer",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Form(&[("grant_type", "password")]),
+            status: 400,
+            error: "unsupported_grant_type",
+        },
+        Row {
+            case: "no grant type",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Form(&[("scope", "read")]),
+            status: 400,
+            error: "invalid_request",
+        },
+        Row {
+            case: "no client authentication",
+            path: "/oauth/token",
+            auth: Auth::None,
+            body: Body::Form(client_credentials),
+            status: 401,
+            error: "invalid_client",
+        },
+        Row {
+            case: "a wrong client secret",
+            path: "/oauth/token",
+            auth: Auth::Basic(&creds.0, "wrong"),
+            body: Body::Form(client_credentials),
+            status: 401,
+            error: "invalid_client",
+        },
+        Row {
+            case: "an unknown client",
+            path: "/oauth/token",
+            auth: Auth::Basic("no-such-client", &creds.1),
+            body: Body::Form(client_credentials),
+            status: 401,
+            error: "invalid_client",
+        },
+        Row {
+            case: "a scope beyond the app's",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "read admin"),
+            ]),
+            status: 400,
+            error: "invalid_scope",
+        },
+        Row {
+            case: "two client authentication methods",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &creds.0),
+                ("client_secret", &creds.1),
+            ]),
+            status: 400,
+            error: "invalid_request",
+        },
+        Row {
+            case: "a JSON body",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Typed("application/json", r#"{"grant_type":"client_credentials"}"#),
+            status: 400,
+            error: "invalid_request",
+        },
+        Row {
+            case: "an oversized form",
+            path: "/oauth/token",
+            auth: basic,
+            body: Body::Typed("application/x-www-form-urlencoded", &oversized),
+            status: 413,
+            error: "invalid_request",
+        },
+        // Introspection and revocation want an authenticated client too.
+        Row {
+            case: "introspection without client authentication",
+            path: "/oauth/introspect",
+            auth: Auth::None,
+            body: Body::Form(&[("token", "x")]),
+            status: 401,
+            error: "invalid_client",
+        },
+        Row {
+            case: "token info for a bearer that is no token",
+            path: "/oauth/token/info",
+            auth: Auth::Bearer("not-a-token"),
+            body: Body::None,
+            status: 401,
+            error: "invalid_token",
+        },
+    ];
+
+    for row in table {
+        let case = row.case;
+        let url = format!("{}{}", operator.url, row.path);
+        let request = match row.body {
+            Body::None => http.get(url),
+            _ => http.post(url),
+        };
+        let request = match row.auth {
+            Auth::None => request,
+            Auth::Basic(id, secret) => request.basic_auth(id, Some(secret)),
+            Auth::Bearer(token) => request.bearer_auth(token),
+        };
+        let request = match row.body {
+            Body::None => request,
+            Body::Form(form) => request.form(form),
+            Body::Typed(content_type, body) => request
+                .header("content-type", content_type)
+                .body(body.to_string()),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        assert_eq!(status, row.status, "{case}: {body}");
+        assert_eq!(body["error"], row.error, "{case}: {body}");
+        assert!(body["error_description"].is_string(), "{case}: {body}");
+    }
+}
+
+/// A row of the table of bad requests: a request, and the status and
+/// RFC 6749 `error` it gets.
+struct Row<'a> {
+    case: &'a str,
+    /// On the operator's token service.
+    path: &'a str,
+    auth: Auth<'a>,
+    body: Body<'a>,
+    status: u16,
+    error: &'a str,
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    /// HTTP Basic: a client id and secret.
+    Basic(&'a str, &'a str),
+    Bearer(&'a str),
+}
+
+/// A request without a body is a GET, any other a POST.
+enum Body<'a> {
+    None,
+    /// Form-encoded fields.
+    Form(&'a [(&'a str, &'a str)]),
+    /// A body as it is, of a content type.
+    Typed(&'a str, &'a str),
 }
 
 #[tokio::test]

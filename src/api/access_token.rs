@@ -1,3 +1,6 @@
+//! The AccessToken kind: a named token with scopes and an expiry, minted
+//! into a Secret; its status is the operator's record of what was minted.
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -1,3 +1,6 @@
+//! The AppRegistration kind: an OAuth 2.0 client whose id and secret the
+//! operator writes to a Secret, with scheduled secret rotation.
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

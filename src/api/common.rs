@@ -1,3 +1,5 @@
+//! What the kinds share: issuer references, Secret templates, conditions.
+
 use std::collections::BTreeMap;
 
 use kube::KubeSchema;

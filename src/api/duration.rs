@@ -1,3 +1,6 @@
+//! Durations as users write them (`90m`, `720h`), kept as written so GitOps
+//! diffs stay empty, parsed where they are used.
+
 use std::{fmt, str::FromStr};
 
 use schemars::JsonSchema;

@@ -1,3 +1,5 @@
+//! Points in time as users write them (`expiresAt`), kept as text.
+
 use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

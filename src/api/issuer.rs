@@ -1,3 +1,7 @@
+//! TokenIssuer and ClusterTokenIssuer: the signing settings they share,
+//! their status (keys published), and the `Issuer` trait the controllers and
+//! the token service use for either kind.
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -339,6 +343,7 @@ impl IssuerSettings {
 /// What the controllers need of either kind of issuer.
 pub trait Issuer:
     kube::Resource<DynamicType = ()>
+    + kube::core::object::HasStatus<Status = IssuerStatus>
     + Clone
     + std::fmt::Debug
     + serde::de::DeserializeOwned

@@ -7,7 +7,7 @@ use super::KubeArgs;
 use crate::{
     cluster::Watches,
     controller, leader, server,
-    telemetry::{self, LogFormat, Metrics, Readiness},
+    telemetry::{self, LogFormat, Metrics, ReadyProbe},
 };
 
 #[derive(Args)]
@@ -139,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let index = server::Index::new(&watches, &mut pending, &config.namespace);
     let watching = tokio::spawn(pending.run());
     let metrics = Metrics::shared();
-    let readiness = Readiness::default();
+    let readiness = ReadyProbe::default();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown_signal()));
     let election = leader::Election {
         enabled: args.leader_elect,

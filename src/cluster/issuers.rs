@@ -94,7 +94,7 @@ pub fn url_owner(claimants: impl IntoIterator<Item = UrlClaimant>) -> Option<Url
 }
 
 /// An issuer ready to sign.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedIssuer {
     pub kind: IssuerKind,
     pub name: String,

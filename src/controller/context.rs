@@ -15,12 +15,11 @@ use kube::{
 
 use super::{
     error::is_namespace_terminating,
-    issuer_ref::IssuerStores,
     revocation::{RevocationCounts, RevocationStore},
 };
 use crate::{
     api::AppRegistration,
-    cluster::{Keyrings, Watched, Watches},
+    cluster::{Keyrings, Watched, Watches, issuers::IssuerStores},
     telemetry::Metrics,
 };
 

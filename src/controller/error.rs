@@ -1,3 +1,5 @@
+//! The errors of a reconcile, and how a refused write is recognised.
+
 use crate::token::KeyError;
 
 /// Everything that can go wrong in a reconcile. User mistakes are not errors:

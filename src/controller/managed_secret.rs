@@ -12,7 +12,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{Context, MANAGER, Result};
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+
+use super::{Context, MANAGED_BY, MANAGER, Result};
+use crate::api::SecretTemplate;
 
 /// The target Secret as the reconcile finds it.
 pub enum SecretState {
@@ -96,15 +101,7 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
     match state {
         SecretState::Ours(meta) => {
             secret.metadata.uid = meta.uid.clone();
-            let mut body = serde_json::to_value(&secret).expect("a Secret serializes");
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("Secret");
-            api.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
+            apply(&api, &secret).await?;
         }
         SecretState::Absent => {
             let params = PostParams {
@@ -135,6 +132,65 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
         SecretState::Foreign => unreachable!("a foreign Secret is reported before any write"),
     }
     Ok(())
+}
+
+/// Applies `secret` as the operator (server-side apply, forced): the one
+/// way the operator writes a Secret it already holds.
+pub async fn apply(api: &Api<Secret>, secret: &Secret) -> kube::Result<Secret> {
+    let mut body = serde_json::to_value(secret).expect("a Secret serializes");
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("Secret");
+    api.patch(
+        &secret.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+}
+
+/// A Secret the operator writes: the managed-by label, `labels` and
+/// `annotations` over those of the resource's `secretTemplate`, and `data`.
+pub struct OwnedSecret<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub template: Option<&'a SecretTemplate>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub data: BTreeMap<String, ByteString>,
+}
+
+impl OwnedSecret<'_> {
+    /// The Secret, controlled by `owner` (deleted with it by the garbage
+    /// collector; never mistaken for someone else's).
+    pub fn controlled_by<K: kube::Resource<DynamicType = ()>>(self, owner: &K) -> Result<Secret> {
+        let owner = controller_reference(owner)
+            .ok_or(super::Error::MissingObjectKey("owner", "metadata"))?;
+        Ok(self.build(Some(vec![owner])))
+    }
+
+    /// The Secret, with `owner_references` (none when its owner lives in
+    /// another namespace).
+    pub fn build(self, owner_references: Option<Vec<OwnerReference>>) -> Secret {
+        let template = self.template.cloned().unwrap_or_default();
+        let mut labels = template.labels.unwrap_or_default();
+        labels.extend(self.labels);
+        labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+        let mut annotations = template.annotations.unwrap_or_default();
+        annotations.extend(self.annotations);
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name.to_string()),
+                namespace: Some(self.namespace.to_string()),
+                labels: Some(labels),
+                annotations: (!annotations.is_empty()).then_some(annotations),
+                owner_references,
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(self.data),
+            ..Secret::default()
+        }
+    }
 }
 
 /// Deletes the Secret if the resource owns it, guarded by its UID.

@@ -6,10 +6,10 @@ mod conditions;
 mod context;
 mod error;
 pub mod issuer;
-pub mod issuer_ref;
 mod managed_secret;
 pub mod refresh_chains;
 pub mod revocation;
+mod status;
 mod sweeper;
 mod undecodable;
 
@@ -25,6 +25,7 @@ use futures::StreamExt;
 use kube::{
     Client, Resource,
     runtime::{
+        Controller,
         controller::{self, Action},
         reflector::ObjectRef,
         watcher,
@@ -41,6 +42,39 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Reconciles of one kind running at once: bounds the load on the API server
 /// when thousands of tokens need work together.
 pub const CONCURRENCY: u16 = 32;
+
+/// Runs `controller` the way every controller here runs: at most
+/// [`CONCURRENCY`] reconciles at once, stopping on `shutdown`, each reconcile
+/// counted in the metrics as `kind`, a failed one retried after `backoff`
+/// (see [`retry_policy`]), and the outcomes logged.
+fn run_controller<K, F>(
+    controller: Controller<K>,
+    ctx: std::sync::Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    kind: &'static str,
+    reconcile: fn(std::sync::Arc<K>, std::sync::Arc<Context>) -> F,
+    backoff: Duration,
+) -> impl futures::Stream<Item = ()>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Future<Output = Result<Action>> + Send + 'static,
+{
+    controller
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |object, ctx| async move { measured(&ctx.clone(), kind, reconcile(object, ctx)).await },
+            move |object, error, _| retry_policy(object.as_ref(), error, backoff),
+            ctx,
+        )
+        .map(log_outcome)
+}
 
 /// Runs a reconcile of `kind` and counts it in the metrics.
 async fn measured(

@@ -19,9 +19,11 @@ use super::{
     Context, FINALIZER,
     conditions::{Readiness, with_ready},
     issuer::KEYS_FINALIZER,
-    issuer_ref::INVALID_SPEC,
 };
-use crate::cluster::{Undecodable, Watched, Watches};
+use crate::{
+    api::reason::INVALID_SPEC,
+    cluster::{Undecodable, Watched, Watches},
+};
 
 /// How often the sets of undecodable objects are looked at (in memory).
 const INTERVAL: Duration = Duration::from_secs(2);

@@ -8,8 +8,12 @@ use secrecy::SecretString;
 
 use super::{index::Index, oauth::OAuthError};
 use crate::{
-    api::{AppRegistration, IssuerSettings},
-    token::{AccessTokenClaims, new_endpoint_token_id, sign_jwt},
+    api::{AppRegistration, MintedClaims},
+    token::{
+        AccessTokenClaims, new_endpoint_token_id,
+        policy::{self, Refusal, Request},
+        sign_jwt, whole_seconds,
+    },
 };
 
 /// A freshly signed access token.
@@ -59,15 +63,6 @@ pub fn mint(
             &index.operator_namespace,
         )
         .map_err(|unresolved| OAuthError::server_error(unresolved.message))?;
-    if let Some(scope) = IssuerSettings::first_unmatched(
-        issuer.settings.allowed_scopes.as_deref(),
-        scopes,
-        &namespace,
-    ) {
-        return Err(OAuthError::invalid_scope(format!(
-            "scope {scope:?} is not allowed by the app's issuer"
-        )));
-    }
     let view = index
         .issuer_by_url(&issuer.settings.issuer_url)
         .ok_or_else(|| OAuthError::server_error("the issuer is not known yet"))?;
@@ -81,33 +76,40 @@ pub fn mint(
         .map_err(|e| OAuthError::server_error(e.to_string()))?
         .min(issuer.settings.max_lifetime().unwrap_or(Duration::MAX));
     let client_id = app.uid().unwrap_or_default();
-    let iat = Timestamp::now().as_second();
-    let aud = if app.spec.audiences.is_empty() {
-        issuer.settings.audiences().to_vec()
-    } else {
-        app.spec.audiences.clone()
+    let audiences = policy::audiences(&app.spec.audiences, &issuer.settings);
+    let request = Request {
+        scopes,
+        subject: None,
+        audiences,
+        claims: Vec::new(),
     };
-    if let Some(audience) = IssuerSettings::first_unmatched(
-        issuer.settings.allowed_audiences.as_deref(),
-        &aud,
-        &namespace,
-    ) {
-        return Err(OAuthError::unauthorized_client(format!(
-            "audience {audience:?} of the app is not allowed by its issuer"
-        )));
+    match policy::refusal(&issuer.settings, &namespace, &request) {
+        None => {}
+        Some(refused @ Refusal::Scope { .. }) => {
+            return Err(OAuthError::invalid_scope(format!(
+                "{refused}: refused by the app's issuer"
+            )));
+        }
+        Some(refused) => {
+            return Err(OAuthError::unauthorized_client(format!(
+                "{refused}: the app is refused by its issuer"
+            )));
+        }
     }
-    let claims = AccessTokenClaims {
-        iss: issuer.settings.issuer_url.clone(),
-        sub: subject.clone(),
-        aud,
-        exp: iat + lifetime.as_secs() as i64,
-        iat,
-        nbf: iat,
-        jti: new_endpoint_token_id(),
-        scope: scopes.join(" "),
-        extra: actor(&subject, &client_id),
-        client_id: Some(client_id),
+    let issued_at = whole_seconds(Timestamp::now());
+    let expires_at = issued_at
+        .checked_add(lifetime)
+        .map_err(|e| OAuthError::server_error(e.to_string()))?;
+    let minted = MintedClaims {
+        issuer_url: issuer.settings.issuer_url.clone(),
+        subject: Some(subject.clone()),
+        scopes: scopes.to_vec(),
+        audiences: audiences.to_vec(),
+        claims: Default::default(),
+        client_id: Some(client_id.clone()),
     };
+    let mut claims = policy::claims(&minted, &new_endpoint_token_id(), issued_at, expires_at);
+    claims.extra.extend(actor(&subject, &client_id));
     Ok(Minted {
         token: sign_jwt(&claims, &key),
         claims,

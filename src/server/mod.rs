@@ -29,7 +29,7 @@ use tracing::info;
 
 use crate::{
     cluster::{Watches, revocations::RevocationStore},
-    telemetry::{Metrics, Readiness},
+    telemetry::{Metrics, ReadyProbe},
 };
 
 /// The largest request body accepted; OAuth requests are a few hundred bytes.
@@ -85,7 +85,7 @@ pub async fn run(
     client: Client,
     config: ServerConfig,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    readiness: ReadyProbe,
     watches: Watches,
     index: Index,
     shutdown: impl Future<Output = ()> + Send + 'static,

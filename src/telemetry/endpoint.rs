@@ -24,9 +24,9 @@ use super::metrics::Metrics;
 /// Whether this instance can serve: set once the token service's watches
 /// have listed and it listens.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct ReadyProbe(Arc<AtomicBool>);
 
-impl Readiness {
+impl ReadyProbe {
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Relaxed);
     }
@@ -39,7 +39,7 @@ impl Readiness {
 #[derive(Clone)]
 struct Probes {
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    readiness: ReadyProbe,
 }
 
 async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
@@ -68,7 +68,7 @@ async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    readiness: ReadyProbe,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = Router::new()

@@ -5,7 +5,7 @@
 pub mod endpoint;
 pub mod metrics;
 
-pub use endpoint::Readiness;
+pub use endpoint::ReadyProbe;
 pub use metrics::{Metrics, TokenEvent};
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};

@@ -1,3 +1,5 @@
+//! The claims of an access token (RFC 9068), signing and verifying them.
+
 use std::collections::BTreeMap;
 
 use jsonwebtoken::{Header, Validation, jwk::JwkSet};

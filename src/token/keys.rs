@@ -1,3 +1,5 @@
+//! Signing keys: making, storing (PKCS#8 PEM) and publishing (JWK) them.
+
 use aws_lc_rs::{
     encoding::AsDer,
     rsa::KeySize,

@@ -5,6 +5,7 @@ mod claims;
 mod keyring;
 mod keys;
 mod opaque;
+pub mod policy;
 mod refresh;
 mod schedule;
 

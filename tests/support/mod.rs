@@ -8,6 +8,7 @@
 //! exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fixture;
 pub mod oauth;
 pub mod operator;
 pub mod resources;

@@ -10,7 +10,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::plan::{self, RecordedToken};
+use super::record::RecordedToken;
+use crate::token::policy;
 use crate::{
     api::MintedClaims,
     token::{Keyring, fingerprint, verify_jwt},
@@ -44,7 +45,7 @@ pub fn adoptable(
     let lifetime = claims.exp - claims.iat;
     let fresh = (0..=ADOPTION_WINDOW_SECONDS).contains(&age);
     let allowed = 0 < lifetime && lifetime <= expected.longest_lifetime_seconds;
-    let as_minted = plan::claims(expected.minted, &claims.jti, issued_at, expires_at) == claims;
+    let as_minted = policy::claims(expected.minted, &claims.jti, issued_at, expires_at) == claims;
     if !(fresh && allowed && as_minted) {
         return None;
     }
@@ -96,7 +97,7 @@ mod tests {
     fn token(keyring: &Keyring, minted: &MintedClaims, issued: Timestamp, lifetime: i64) -> String {
         let key = keyring.active_signing_key().unwrap().unwrap();
         let expires = Timestamp::from_second(issued.as_second() + lifetime).unwrap();
-        let claims = plan::claims(minted, "jti-1", issued, expires);
+        let claims = policy::claims(minted, "jti-1", issued, expires);
         sign_jwt(&claims, &key).expose_secret().to_string()
     }
 

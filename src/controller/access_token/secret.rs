@@ -5,55 +5,45 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::core::v1::{ConfigMap, Secret, ServiceAccount},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::plan::{ACCESS_TOKEN_LABEL, RecordedToken, annotation, data};
+use super::{
+    decide::SecretSeen,
+    record::{ACCESS_TOKEN_LABEL, RecordedToken, annotation, data},
+};
 use crate::{
     api::AccessToken,
     controller::{
-        Context, Error, MANAGED_BY, Result,
-        managed_secret::{SecretState, controller_reference, data_is_intact, put},
+        Context, Error, Result,
+        managed_secret::{OwnedSecret, SecretState, data_is_intact, put},
     },
 };
 
-/// What an AccessToken needs to know of its Secret beyond ownership.
-pub trait TokenSecret {
-    /// Whether it still holds, untouched, the token `record` describes.
-    fn holds(&self, record: &RecordedToken) -> bool;
-    /// The hash of the `secretTemplate` it was last written with.
-    fn template_hash(&self) -> Option<&str>;
-}
-
-impl TokenSecret for SecretState {
-    fn holds(&self, record: &RecordedToken) -> bool {
-        match self {
-            Self::Ours(meta) => {
-                let says = |key: &str| {
-                    meta.annotations
-                        .as_ref()
-                        .and_then(|a| a.get(key))
-                        .map(String::as_str)
-                };
-                data_is_intact(meta, data::ALL)
-                    && says(annotation::TOKEN_ID) == Some(record.token_id.as_str())
-                    && says(annotation::TOKEN_HASH) == Some(record.token_hash.as_str())
-            }
-            _ => false,
-        }
-    }
-
-    fn template_hash(&self) -> Option<&str> {
-        match self {
-            Self::Ours(meta) => meta
-                .annotations
-                .as_ref()?
-                .get(annotation::TEMPLATE_HASH)
-                .map(String::as_str),
-            _ => None,
-        }
+/// The Secret as the choice of the next step sees it: whose it is, whether
+/// it holds the `recorded` token untouched, and the `secretTemplate` it was
+/// last written with.
+pub fn seen(state: &SecretState, recorded: Option<&RecordedToken>) -> SecretSeen {
+    let meta = match state {
+        SecretState::Absent => return SecretSeen::Absent,
+        SecretState::Foreign => return SecretSeen::Foreign,
+        SecretState::Ours(meta) => meta,
+    };
+    let says = |key: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    };
+    let holds_record = recorded.is_some_and(|record| {
+        data_is_intact(meta, data::ALL)
+            && says(annotation::TOKEN_ID) == Some(record.token_id.as_str())
+            && says(annotation::TOKEN_HASH) == Some(record.token_hash.as_str())
+    });
+    SecretSeen::Ours {
+        holds_record,
+        template_hash: says(annotation::TEMPLATE_HASH).map(str::to_string),
     }
 }
 
@@ -71,33 +61,21 @@ pub async fn write(
     let namespace = token
         .namespace()
         .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
-    let name = super::plan::secret_name(token);
+    let name = super::record::secret_name(token);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let data = match value {
         Some(value) => token_data(record, value),
         None => api.get(&name).await?.data.unwrap_or_default(),
     };
-    let template = token.spec.secret_template.clone().unwrap_or_default();
-    let mut labels = template.labels.unwrap_or_default();
-    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-    labels.insert(ACCESS_TOKEN_LABEL.into(), token.name_any());
-    let mut annotations = template.annotations.unwrap_or_default();
-    annotations.extend(record.annotations(&super::plan::template_hash(&token.spec)));
-    let owner =
-        controller_reference(token).ok_or(Error::MissingObjectKey("AccessToken", "metadata"))?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Secret::default()
-    };
+    let secret = OwnedSecret {
+        name: &name,
+        namespace: &namespace,
+        template: token.spec.secret_template.as_ref(),
+        labels: BTreeMap::from([(ACCESS_TOKEN_LABEL.to_string(), token.name_any())]),
+        annotations: record.annotations(&super::record::template_hash(&token.spec)),
+        data,
+    }
+    .controlled_by(token)?;
     put(ctx, secret, state).await
 }
 

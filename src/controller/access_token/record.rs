@@ -1,5 +1,6 @@
-//! What an AccessToken's Secret and status should be: pure functions of the
-//! spec, the issuer, what the Secret's metadata says, and the time.
+//! The record of an AccessToken's token (its status, repeated in the
+//! Secret's annotations) and what a token minted from a spec carries: pure
+//! functions of the spec, the issuer and the time.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +12,13 @@ use crate::{
         AccessToken, AccessTokenSpec, AccessTokenStatus, ExpiryPolicy, IssuerSettings,
         MintedClaims, TokenFormat,
     },
-    token::{AccessTokenClaims, TimingPolicy, fingerprint},
+    token::{
+        TimingPolicy, fingerprint,
+        policy::{self, Refusal, Request},
+    },
 };
+
+pub use crate::token::policy::default_subject;
 
 /// Annotations on the token's Secret. They say which token the Secret holds,
 /// for people and for the reconciler's "is this still our token" check; the
@@ -42,11 +48,6 @@ pub mod data {
     pub const ALL: &[&str] = &[TOKEN, TOKEN_TYPE, EXPIRES_AT, TOKEN_ID, ISSUER, SCOPES];
 }
 
-/// The subject of a token that names none.
-pub fn default_subject(namespace: &str, name: &str) -> String {
-    format!("system:accesstoken:{namespace}:{name}")
-}
-
 /// The name of the Secret the token is kept in.
 pub fn secret_name(token: &AccessToken) -> String {
     token
@@ -54,15 +55,6 @@ pub fn secret_name(token: &AccessToken) -> String {
         .secret_name
         .clone()
         .unwrap_or_else(|| kube::ResourceExt::name_any(token))
-}
-
-/// The audiences a token carries: its own, else the issuer's.
-pub fn audiences<'a>(spec: &'a AccessTokenSpec, issuer: &'a IssuerSettings) -> &'a [String] {
-    if spec.audiences.is_empty() {
-        issuer.audiences()
-    } else {
-        &spec.audiences
-    }
 }
 
 /// The timing policy of a spec; `Err` names a duration or time that does
@@ -78,62 +70,32 @@ pub fn timing_policy(spec: &AccessTokenSpec) -> Result<TimingPolicy, String> {
     })
 }
 
-/// What of a spec the issuer's policy refuses, in words for the condition;
-/// `None` when the policy allows all of it. The subject checked is the one
-/// the token would carry (the default one included).
+/// What of a spec the issuer's policy refuses; `None` when it allows all
+/// of it. The subject judged is the one the token would carry (the default
+/// one included).
 pub fn policy_violation(
     spec: &AccessTokenSpec,
     issuer: &IssuerSettings,
     namespace: &str,
     name: &str,
-) -> Option<String> {
-    let refused = |patterns: &Option<Vec<String>>, values: &[String]| {
-        let patterns = patterns.as_deref()?;
-        let value = IssuerSettings::first_unmatched(Some(patterns), values, namespace)?;
-        Some((value.clone(), patterns.join(", ")))
-    };
-    if let Some((scope, allowed)) = refused(&issuer.allowed_scopes, &spec.scopes) {
-        return Some(format!(
-            "scope {scope:?} is not allowed (allowedScopes: {allowed})"
-        ));
-    }
-    if !spec.is_userless() {
-        let subject = spec
-            .subject
+) -> Option<Refusal> {
+    let subject = (!spec.is_userless()).then(|| {
+        spec.subject
             .clone()
-            .unwrap_or_else(|| default_subject(namespace, name));
-        if let Some((subject, allowed)) = refused(&issuer.allowed_subjects, &[subject]) {
-            return Some(format!(
-                "subject {subject:?} is not allowed (allowedSubjects: {allowed}, with ${{namespace}} = {namespace})"
-            ));
-        }
-    }
-    if let Some((audience, allowed)) = refused(&issuer.allowed_audiences, audiences(spec, issuer)) {
-        return Some(format!(
-            "audience {audience:?} is not allowed (allowedAudiences: {allowed})"
-        ));
-    }
-    let claims: Vec<String> = spec
-        .claims
-        .iter()
-        .flatten()
-        .map(|(k, _)| k.clone())
-        .collect();
-    if let Some((claim, allowed)) = refused(&issuer.allowed_claims, &claims) {
-        return Some(format!(
-            "claim {claim:?} is not allowed (allowedClaims: {allowed})"
-        ));
-    }
-    if issuer.allowed_claims.is_none()
-        && let Some(claim) = claims
+            .unwrap_or_else(|| default_subject(namespace, name))
+    });
+    let request = Request {
+        scopes: &spec.scopes,
+        subject: subject.as_deref(),
+        audiences: policy::audiences(&spec.audiences, issuer),
+        claims: spec
+            .claims
             .iter()
-            .find(|c| crate::api::IDENTITY_CLAIMS.contains(&c.as_str()))
-    {
-        return Some(format!(
-            "claim {claim:?} carries an identity to verifiers and is allowed only when the issuer's allowedClaims names it"
-        ));
-    }
-    None
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect(),
+    };
+    policy::refusal(issuer, namespace, &request)
 }
 
 /// What a token is minted from. Any change here mints a new token; anything
@@ -162,7 +124,7 @@ pub fn spec_hash(spec: &AccessTokenSpec, issuer: &IssuerSettings) -> String {
         subject: spec.subject.as_deref(),
         userless: spec.is_userless(),
         scopes: &spec.scopes,
-        audiences: audiences(spec, issuer),
+        audiences: policy::audiences(&spec.audiences, issuer),
         claims: spec.claims.as_ref(),
         app: spec.app_ref.as_ref().map(|a| a.name.as_str()),
         lifetime: spec.lifetime.as_ref().map(|d| d.as_str()),
@@ -192,35 +154,9 @@ pub fn minted_claims(
                 .unwrap_or_else(|| default_subject(namespace, name))
         }),
         scopes: spec.scopes.clone(),
-        audiences: audiences(spec, issuer).to_vec(),
+        audiences: policy::audiences(&spec.audiences, issuer).to_vec(),
         claims: spec.claims.clone().unwrap_or_default(),
         client_id,
-    }
-}
-
-/// The JWT claims of the token `token_id`, valid from `issued_at` to
-/// `expires_at`, carrying `minted`.
-pub fn claims(
-    minted: &MintedClaims,
-    token_id: &str,
-    issued_at: Timestamp,
-    expires_at: Timestamp,
-) -> AccessTokenClaims {
-    AccessTokenClaims {
-        iss: minted.issuer_url.clone(),
-        sub: minted.subject_of(token_id),
-        aud: minted.audiences.clone(),
-        exp: expires_at.as_second(),
-        iat: issued_at.as_second(),
-        nbf: issued_at.as_second(),
-        jti: token_id.to_string(),
-        scope: minted.scopes.join(" "),
-        client_id: minted.client_id.clone(),
-        extra: minted
-            .claims
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
     }
 }
 
@@ -407,7 +343,7 @@ mod tests {
             let verdict = policy_violation(&spec, issuer, "team-a", "ci");
             match (refusal, &verdict) {
                 (None, None) => {}
-                (Some(words), Some(message)) if message.contains(words) => {}
+                (Some(words), Some(refusal)) if refusal.to_string().contains(words) => {}
                 _ => panic!("{spec:?}: expected {refusal:?}, got {verdict:?}"),
             }
         }
@@ -422,7 +358,7 @@ mod tests {
         let issued_at = "2026-01-01T00:00:00Z".parse().unwrap();
         let expires_at = "2026-01-02T00:00:00Z".parse().unwrap();
         let minted = minted_claims(&spec(), &issuer(), "team-a", "ci", None);
-        let c = claims(&minted, "jti-1", issued_at, expires_at);
+        let c = policy::claims(&minted, "jti-1", issued_at, expires_at);
         assert_eq!(c.sub, "system:accesstoken:team-a:ci");
         assert_eq!(c.aud, vec!["api.example"]);
         assert_eq!(c.scope, "read_scenarios scenarios:write");
@@ -431,7 +367,10 @@ mod tests {
         userless.userless = Some(true);
         let minted = minted_claims(&userless, &issuer(), "team-a", "ci", None);
         assert_eq!(minted.subject, None);
-        assert_eq!(claims(&minted, "jti-2", issued_at, expires_at).sub, "jti-2");
+        assert_eq!(
+            policy::claims(&minted, "jti-2", issued_at, expires_at).sub,
+            "jti-2"
+        );
     }
 
     #[test]
