@@ -18,20 +18,20 @@ use tokensmith::api::AccessToken;
 
 const TOKENS: usize = 200;
 
-/// Writes made by the operator's identity so far in `namespace`, read from
-/// the control plane's audit log (which records every write with its user).
-/// Other namespaces are left out: an operator also finishes the deletions of
-/// namespaces that earlier test binaries left behind.
-fn operator_writes(audit_log: &std::path::Path, namespace: &str) -> Vec<String> {
+/// Writes made by the operator's identity so far, read from the control
+/// plane's audit log (which records every write with its user), whose
+/// request path holds one of `scopes`. Only what a start could rewrite is
+/// looked at: an operator also finishes the deletions of namespaces that
+/// earlier test binaries left behind, and prunes their revocations.
+fn operator_writes(audit_log: &std::path::Path, scopes: &[String]) -> Vec<String> {
     let text = std::fs::read_to_string(audit_log).expect("readable audit log");
-    let scope = format!("/namespaces/{namespace}/");
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|event| event["user"]["username"] == "tokensmith-operator")
         .filter(|event| {
             event["requestURI"]
                 .as_str()
-                .is_some_and(|uri| uri.contains(&scope))
+                .is_some_and(|uri| scopes.iter().any(|scope| uri.contains(scope)))
         })
         .filter(|event| {
             matches!(
@@ -82,8 +82,16 @@ async fn restart_with_ready_tokens_makes_no_writes() {
     );
     let client = control_plane().client().await;
     let ns = TestNamespace::create(&client, "restart").await;
-    let writes_at_start = operator_writes(&audit_log, &ns.name).len();
     let mut first = Operator::start(&[]);
+    // The test's namespace, and what every start publishes in the
+    // operator's own: the CA ConfigMap and the serving certificate.
+    let operator_namespace = &first.namespace;
+    let watched = [
+        format!("/namespaces/{}/", ns.name),
+        format!("/namespaces/{operator_namespace}/configmaps/tokensmith-ca"),
+        format!("/namespaces/{operator_namespace}/secrets/tokensmith-serving-cert"),
+    ];
+    let writes_at_start = operator_writes(&audit_log, &watched).len();
     token_issuer(&client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     stream::iter(0..TOKENS)
@@ -119,7 +127,7 @@ async fn restart_with_ready_tokens_makes_no_writes() {
     first.stop_with(libc::SIGTERM);
 
     let before = snapshot(&client, &ns.name).await;
-    let writes_before = operator_writes(&audit_log, &ns.name).len();
+    let writes_before = operator_writes(&audit_log, &watched).len();
     let second = Operator::start(&[]);
     // The new process has looked at every token once it logged as many
     // finished reconciles; a little more time shows nothing else follows.
@@ -134,7 +142,7 @@ async fn restart_with_ready_tokens_makes_no_writes() {
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let writes = operator_writes(&audit_log, &ns.name);
+    let writes = operator_writes(&audit_log, &watched);
     let new_writes = &writes[writes_before..];
     assert!(
         new_writes.is_empty(),

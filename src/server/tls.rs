@@ -10,7 +10,7 @@ use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -102,10 +102,22 @@ pub async fn generated(
         data: Some(BTreeMap::from([("ca.crt".into(), ca_pem)])),
         ..ConfigMap::default()
     };
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    // Published already (every start after the first): no write at all.
+    let published = config_maps
+        .get_opt(CA_CONFIGMAP)
+        .await?
+        .is_some_and(|current| {
+            current.data == ca.data
+                && current.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+        });
+    if published {
+        return Ok(cert);
+    }
     let mut body = serde_json::to_value(&ca)?;
     body["apiVersion"] = json!("v1");
     body["kind"] = json!("ConfigMap");
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+    config_maps
         .patch(
             CA_CONFIGMAP,
             &PatchParams::apply(MANAGER).force(),
