@@ -1,5 +1,5 @@
 # One command per routine task. See README.md.
-.PHONY: test faults scale demo lint crds control-plane control-plane-start control-plane-stop
+.PHONY: test faults bench demo lint crds control-plane control-plane-start control-plane-stop
 
 ## test: lints, then the whole test suite on a freshly started local control plane
 test:
@@ -9,9 +9,9 @@ test:
 faults:
 	hack/faults.sh
 
-## scale: memory, API requests per token and throughput at 1 000 and 5 000 AccessTokens (TOKENSMITH_SCALE_STEPS=1000,5000)
-scale:
-	env -u TOKENSMITH_TEST_KUBECONFIG cargo test --locked --test scale -- --nocapture
+## bench: every benchmark, release build (about 15 minutes): memory and API requests per token, throughput against a raw client, cold start, rotation storm, the token service under load, signing per algorithm (TOKENSMITH_SCALE_STEPS=1000,10000); writes BENCHMARKS.md
+bench:
+	hack/bench.sh
 
 ## demo: build, start a local control plane, run the operator on examples/ and show a token's life; stops everything after
 demo:

@@ -18,6 +18,7 @@ step "lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --test faults --test scale --locked -- -D warnings
+cargo clippy --bin tokensmith --features heap-profile --locked -- -D warnings
 
 if [ -z "${TOKENSMITH_TEST_KUBECONFIG:-}" ]; then
   step "control plane"

@@ -927,3 +927,30 @@ async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
         assert!(secrets.get_opt(name).await.unwrap().is_none());
     }
 }
+
+#[tokio::test]
+async fn the_operator_holds_its_finalizer_under_its_own_field_manager() {
+    let fixture = Issued::new("manager").await;
+    fixture.token("held", json!({})).await;
+    let token = wait_reason(&fixture.tokens, "held", "Issued").await;
+    let holders: Vec<Option<String>> = token
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry.fields_v1.as_ref().is_some_and(|fields| {
+                fields.0["f:metadata"]["f:finalizers"]
+                    .get("v:\"tokensmith.dev/revoke\"")
+                    .is_some()
+            })
+        })
+        .map(|entry| entry.manager.clone())
+        .collect();
+    assert_eq!(
+        holders,
+        [Some("tokensmith".to_string())],
+        "{:?}",
+        token.metadata.managed_fields
+    );
+}

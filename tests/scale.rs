@@ -1,7 +1,9 @@
-//! Scale figures (`make scale`): AccessTokens created straight through the
+//! Scale and load figures (`make bench`): AccessTokens created straight through the
 //! API on a control plane of its own, then the operator's resident memory,
 //! its API requests per token by verb (from the API server's own
-//! `apiserver_request_total`), throughput and create-to-Ready latency.
+//! `apiserver_request_total`), throughput and create-to-Ready latency; then
+//! a cold start with every token present, a rotation storm (how renewal
+//! times spread), and the limit: a raw client making the same requests.
 //! Prints the figures and writes them to `target/scale/figures.md`; not part
 //! of `cargo test` (`make test` builds it).
 
@@ -45,6 +47,15 @@ fn rss_mib(pid: i32) -> f64 {
 }
 
 /// Seconds from each Ready token's creation to its Ready condition.
+/// What the operator's allocator has handed out and not taken back, MiB.
+async fn heap_mib(operator: &Operator) -> f64 {
+    operator
+        .sample("tokensmith_heap_allocated_bytes")
+        .await
+        .unwrap_or(0.0)
+        / (1024.0 * 1024.0)
+}
+
 fn latencies(tokens: &[AccessToken]) -> Vec<i64> {
     let mut seconds: Vec<i64> = tokens
         .iter()
@@ -71,27 +82,29 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn figures_at_1000_and_5000_access_tokens() {
+async fn figures_at_scale() {
     let steps: Vec<usize> = std::env::var("TOKENSMITH_SCALE_STEPS")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1000, 5000]);
+        .unwrap_or_else(|| vec![1000, 10000]);
     let cp = private_control_plane();
     let client = cp.client().await;
     let ns = TestNamespace::create(&client, "scale").await;
-    let operator = Operator::start(&[]);
+    let mut operator = Operator::start(&[]);
     operator.http().await;
     token_issuer(&client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let base_rss = rss_mib(operator.pid);
+    let base_heap = heap_mib(&operator).await;
     let mut lines = vec![
-        "| AccessTokens | created in | all Ready after | tokens/s | p50 / p99 create→Ready | operator RSS | RSS per added token | per token: GET / LIST secrets, POST / PATCH secrets, PATCH accesstokens, POST events |".to_string(),
+        "| AccessTokens | created in | all Ready after | tokens/s | p50 / p99 create→Ready | operator RSS (heap in use) | per added token: RSS (heap) | per token: GET / LIST secrets, POST / PATCH secrets, PATCH accesstokens, POST events |".to_string(),
         "| --- | --- | --- | --- | --- | --- | --- | --- |".to_string(),
-        format!("| 0 | | | | | {base_rss:.1} MiB | | |"),
+        format!("| 0 | | | | | {base_rss:.1} MiB ({base_heap:.1} MiB) | | |"),
     ];
     let mut created = 0;
-    let mut previous_rss = base_rss;
+    let mut rate = 0.0;
+    let (mut previous_rss, mut previous_heap) = (base_rss, base_heap);
     for target in steps {
         let before = requests(cp);
         let started = Instant::now();
@@ -130,7 +143,7 @@ async fn figures_at_1000_and_5000_access_tokens() {
             let key = (verb.to_string(), resource.to_string());
             (after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)) / added as f64
         };
-        let rss = rss_mib(operator.pid);
+        let (rss, heap) = (rss_mib(operator.pid), heap_mib(&operator).await);
         let fresh: Vec<AccessToken> = list
             .into_iter()
             .filter(|t| {
@@ -144,13 +157,14 @@ async fn figures_at_1000_and_5000_access_tokens() {
             .collect();
         let seconds = latencies(&fresh);
         lines.push(format!(
-            "| {target} | {:.1} s | {:.1} s | {:.1} | {} s / {} s | {rss:.1} MiB | {:.1} KiB | {:.2} / {:.2}, {:.2} / {:.2}, {:.2}, {:.2} |",
+            "| {target} | {:.1} s | {:.1} s | {:.1} | {} s / {} s | {rss:.1} MiB ({heap:.1} MiB) | {:.1} KiB ({:.1} KiB) | {:.2} / {:.2}, {:.2} / {:.2}, {:.2}, {:.2} |",
             create_time.as_secs_f64(),
             ready_time.as_secs_f64(),
             added as f64 / ready_time.as_secs_f64(),
             percentile(&seconds, 0.5),
             percentile(&seconds, 0.99),
             (rss - previous_rss) * 1024.0 / added as f64,
+            (heap - previous_heap) * 1024.0 / added as f64,
             per_token("GET", "secrets"),
             per_token("LIST", "secrets"),
             per_token("POST", "secrets"),
@@ -159,20 +173,400 @@ async fn figures_at_1000_and_5000_access_tokens() {
             per_token("POST", "events"),
         ));
         println!("{}", lines.last().unwrap());
+        rate = added as f64 / ready_time.as_secs_f64();
         created = target;
-        previous_rss = rss;
+        (previous_rss, previous_heap) = (rss, heap);
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
     lines.push(format!(
-        "| {created}, after 60 s idle | | | | | {:.1} MiB | | |",
-        rss_mib(operator.pid)
+        "| {created}, after 60 s idle | | | | | {:.1} MiB ({:.1} MiB) | | |",
+        rss_mib(operator.pid),
+        heap_mib(&operator).await
+    ));
+    let mut more = vec![
+        "| measurement | result | | |".to_string(),
+        "| --- | --- | --- | --- |".to_string(),
+    ];
+    more.push(cold_start(&mut operator, cp, created).await);
+    println!("{}", more.last().unwrap());
+    more.push(rotation_storm(&client).await);
+    println!("{}", more.last().unwrap());
+    more.extend(token_service(&operator, &client).await);
+    operator.stop_with(libc::SIGTERM);
+    let limit = raw_limit(&client, 2000).await;
+    more.extend(limit.iter().cloned());
+    let raw_rate: f64 = limit[0]
+        .split(" | ")
+        .nth(1)
+        .and_then(|cell| cell.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    more.push(format!(
+        "| the operator at {created} tokens against the limit | {rate:.1} / {raw_rate:.1} tokens/s = {:.0} % (goal: ≥ 90 %) | | |",
+        rate * 100.0 / raw_rate.max(f64::MIN_POSITIVE)
     ));
     let text = format!(
-        "Operator: the debug build the tests use, one replica (logging at debug, as in the tests). PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n",
-        lines.join("\n")
+        "Operator: one replica, logging at debug as in the tests. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n\n{}\n",
+        lines.join("\n"),
+        more.join("\n")
     );
     println!("{text}");
     let dir = support::repo_root().join("target/scale");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("figures.md"), text).unwrap();
+}
+
+/// The operator's writes (by its own identity, leader-election leases
+/// aside) in the control plane's audit log after its first `skip` lines,
+/// counted by verb and resource.
+fn operator_writes(audit_log: &std::path::Path, skip: usize) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(audit_log).unwrap_or_default();
+    let mut writes = BTreeMap::new();
+    for event in text
+        .lines()
+        .skip(skip)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    {
+        let verb = event["verb"].as_str().unwrap_or_default();
+        let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+        if event["user"]["username"] == "tokensmith-operator"
+            && matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            )
+            && resource != "leases"
+        {
+            *writes.entry(format!("{verb} {resource}")).or_default() += 1;
+        }
+    }
+    writes
+}
+
+/// Restarts the operator with `tokens` AccessTokens present: seconds until
+/// it serves, seconds until it has looked at every token, and its writes.
+async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -> String {
+    operator.stop_with(libc::SIGTERM);
+    let audit_log = cp.kubeconfig.with_file_name("audit.log");
+    let skip = std::fs::read_to_string(&audit_log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let started = Instant::now();
+    let second = Operator::start(&[]);
+    second.http().await;
+    let serving = started.elapsed();
+    let rechecked = loop {
+        let done = second.log_text().matches("reconciled").count();
+        if done >= tokens || started.elapsed() > Duration::from_secs(600) {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let written = operator_writes(&audit_log, skip);
+    let total: usize = written.values().sum();
+    let rss = rss_mib(second.pid);
+    *operator = second;
+    format!(
+        "| cold start with {tokens} AccessTokens | serving after {:.1} s, every token re-checked after {:.1} s (goal: ≤ 5 s) | {total} writes by the operator (goal: 0) {written:?} | RSS {rss:.1} MiB |",
+        serving.as_secs_f64(),
+        rechecked.as_secs_f64()
+    )
+}
+
+/// 1 000 tokens of one lifetime and `renewBefore`, created together: how
+/// their renewal times spread (without jitter about 10 % would fall in one
+/// second).
+async fn rotation_storm(client: &kube::Client) -> String {
+    const TOKENS: usize = 1000;
+    let ns = TestNamespace::create(client, "storm").await;
+    token_issuer(client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    stream::iter(0..TOKENS)
+        .for_each_concurrent(32, |i| {
+            let tokens = tokens.clone();
+            async move {
+                apply(
+                    &tokens,
+                    &format!("s-{i:04}"),
+                    json!({ "spec": {
+                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+                        "lifetime": "1h",
+                        "renewBefore": "20m",
+                    }}),
+                )
+                .await;
+            }
+        })
+        .await;
+    let created_in = started.elapsed();
+    let renewals: Vec<i64> = loop {
+        let list = tokens.list(&ListParams::default()).await.unwrap().items;
+        let times: Vec<i64> = list
+            .iter()
+            .filter_map(|t| t.status.as_ref()?.renewal_time.as_ref())
+            .map(|t| t.0.as_second())
+            .collect();
+        if times.len() >= TOKENS || started.elapsed() > Duration::from_secs(600) {
+            break times;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let mut buckets: BTreeMap<i64, usize> = BTreeMap::new();
+    for second in &renewals {
+        *buckets.entry(*second).or_default() += 1;
+    }
+    let fullest = buckets.values().max().copied().unwrap_or(0);
+    let spread = renewals.iter().max().unwrap_or(&0) - renewals.iter().min().unwrap_or(&0);
+    format!(
+        "| rotation storm: {TOKENS} tokens (lifetime 1h, renewBefore 20m) created in {:.1} s | renewal times spread over {spread} s | fullest 1-second bucket: {fullest} tokens, {:.1} % (goal: ≤ 2 %) | |",
+        created_in.as_secs_f64(),
+        fullest as f64 * 100.0 / renewals.len().max(1) as f64
+    )
+}
+
+/// The limit: a client making the operator's requests for each new token
+/// itself (create the AccessToken, add the finalizer, create the Secret,
+/// write the status, create an event), 32 at a time as the operator does;
+/// and plain Secret creates as a reference. Run with the operator stopped.
+async fn raw_limit(client: &kube::Client, tokens: usize) -> Vec<String> {
+    use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+    use kube::api::{Patch, PatchParams, PostParams};
+    let ns = TestNamespace::create(client, "raw").await;
+    let access_tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    stream::iter(0..tokens)
+        .for_each_concurrent(32, |i| {
+            let (access_tokens, secrets, events) =
+                (access_tokens.clone(), secrets.clone(), events.clone());
+            let namespace = ns.name.clone();
+            async move {
+                let name = format!("r-{i:06}");
+                let token = apply(
+                    &access_tokens,
+                    &name,
+                    json!({ "spec": {
+                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+                        "lifetime": "24h",
+                    }}),
+                )
+                .await;
+                let params = PatchParams::default();
+                let finalizer = json!({ "metadata": { "finalizers": ["tokensmith.dev/revoke"] } });
+                access_tokens
+                    .patch(&name, &params, &Patch::Merge(&finalizer))
+                    .await
+                    .unwrap();
+                let uid = token.metadata.uid.clone().unwrap();
+                let secret: Secret = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": name,
+                        "labels": { "app.kubernetes.io/managed-by": "tokensmith" },
+                        "annotations": { "tokensmith.dev/token-id": "abcdefghijklmnopqrstuv" },
+                        "ownerReferences": [{
+                            "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+                            "name": name, "uid": uid, "controller": true,
+                        }],
+                    },
+                    "data": { "token": "dG9rZW4=", "token-id": "aWQ=" },
+                }))
+                .unwrap();
+                secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .unwrap();
+                let status = json!({
+                    "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+                    "status": { "tokenID": "abcdefghijklmnopqrstuv", "revision": 1 },
+                });
+                access_tokens
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply("raw").force(),
+                        &Patch::Apply(&status),
+                    )
+                    .await
+                    .unwrap();
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let event: Event = serde_json::from_value(json!({
+                    "metadata": { "name": format!("{name}.{}", now.as_nanosecond()) },
+                    "eventTime": now.to_string(),
+                    "reason": "Issued", "action": "Issued", "type": "Normal",
+                    "note": "Issued token abcdefghijklmnopqrstuv (revision 1)",
+                    "reportingController": "raw", "reportingInstance": "raw",
+                    "regarding": {
+                        "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+                        "name": name, "namespace": namespace, "uid": uid,
+                    },
+                }))
+                .unwrap();
+                events.create(&PostParams::default(), &event).await.unwrap();
+            }
+        })
+        .await;
+    let sequence = tokens as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    stream::iter(0..tokens)
+        .for_each_concurrent(32, |i| {
+            let secrets = secrets.clone();
+            async move {
+                let secret: Secret = serde_json::from_value(json!({
+                    "metadata": { "name": format!("plain-{i:06}") },
+                    "data": { "token": "dG9rZW4=" },
+                }))
+                .unwrap();
+                secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let plain = tokens as f64 / started.elapsed().as_secs_f64();
+    vec![
+        format!(
+            "| the limit: a raw client making the same requests per token (create, finalizer, Secret, status, event), 32 at a time, {tokens} tokens | {sequence:.1} tokens/s | | |"
+        ),
+        format!("| reference: plain Secret creates, 32 at a time | {plain:.1} Secrets/s | | |"),
+    ]
+}
+
+/// Which endpoint a load step calls.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    ClientCredentials,
+    Introspection,
+    Jwks,
+}
+
+/// Calls `endpoint` from `concurrency` tasks for `seconds`: requests per
+/// second, p50 and p99 latency in ms, and how many failed.
+async fn load(
+    http: &reqwest::Client,
+    endpoint: Endpoint,
+    urls: &(String, String),
+    creds: &(String, String),
+    token: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> (f64, f64, f64, usize) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, urls, creds, token) =
+                (http.clone(), urls.clone(), creds.clone(), token.to_string());
+            tokio::spawn(async move {
+                let (mut took, mut failed) = (Vec::new(), 0usize);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let request = match endpoint {
+                        Endpoint::ClientCredentials => http
+                            .post(format!("{}/oauth/token", urls.0))
+                            .basic_auth(&creds.0, Some(&creds.1))
+                            .form(&[("grant_type", "client_credentials")]),
+                        Endpoint::Introspection => http
+                            .post(format!("{}/oauth/introspect", urls.0))
+                            .basic_auth(&creds.0, Some(&creds.1))
+                            .form(&[("token", token.as_str())]),
+                        Endpoint::Jwks => http.get(format!("{}/.well-known/jwks.json", urls.1)),
+                    };
+                    let ok = match request.send().await {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            ok && response.bytes().await.is_ok()
+                        }
+                        Err(_) => false,
+                    };
+                    took.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    failed += usize::from(!ok);
+                }
+                (took, failed)
+            })
+        })
+        .collect();
+    let (mut took, mut failed) = (Vec::new(), 0);
+    for task in tasks {
+        let (t, f) = task.await.unwrap();
+        took.extend(t);
+        failed += f;
+    }
+    let rate = took.len() as f64 / started.elapsed().as_secs_f64();
+    took.sort_by(f64::total_cmp);
+    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
+    (rate, at(0.5), at(0.99), failed)
+}
+
+/// Pins every thread of process `pid` to `cpus` (`taskset`).
+fn pin(pid: u32, cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(status.success(), "taskset -a -p -c {cpus} {pid}");
+}
+
+/// The token service under load: client_credentials, introspection and
+/// JWKS, 16 requests at a time for 10 s each, first with the load generator
+/// and the operator sharing both cores, then pinned one to each core.
+async fn token_service(operator: &Operator, client: &kube::Client) -> Vec<String> {
+    use support::oauth::{app, served_issuer, token_request};
+    let ns = TestNamespace::create(client, "load").await;
+    let issuer_url = served_issuer(client, operator, &ns.name, "signer").await;
+    let creds = app(
+        client,
+        &ns.name,
+        "load",
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" } }),
+    )
+    .await;
+    let http = operator.http().await;
+    let (status, body) = token_request(
+        &http,
+        operator,
+        &creds,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let urls = (operator.url.clone(), issuer_url);
+    let mut rows = Vec::new();
+    for pinned in [false, true] {
+        if pinned {
+            pin(std::process::id(), "0");
+            pin(operator.pid as u32, "1");
+        }
+        let placement = if pinned {
+            "load generator on core 0, operator on core 1"
+        } else {
+            "both on both cores"
+        };
+        for (name, endpoint, goal) in [
+            (
+                "client_credentials",
+                Endpoint::ClientCredentials,
+                "≥ 10 000/s, p99 < 10 ms",
+            ),
+            (
+                "introspection",
+                Endpoint::Introspection,
+                "≥ 10 000/s, p99 < 10 ms",
+            ),
+            ("JWKS", Endpoint::Jwks, ""),
+        ] {
+            let (rate, p50, p99, failed) =
+                load(&http, endpoint, &urls, &creds, &token, 16, 10).await;
+            rows.push(format!(
+                "| token service, {name} (c=16, {placement}) | {rate:.0} requests/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed | {goal} | |"
+            ));
+            println!("{}", rows.last().unwrap());
+        }
+    }
+    pin(std::process::id(), "0,1");
+    pin(operator.pid as u32, "0,1");
+    rows
 }

@@ -41,7 +41,7 @@ use super::decoded::{Decoded, Undecodable};
 pub type Hook<K> = Box<dyn Fn(&watcher::Event<K>) + Send + Sync>;
 
 /// Shapes each object before it is cached, e.g. to drop what no reader needs.
-pub type Projection<K> = fn(&mut K);
+pub type Projection<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 
 /// What a watch can cache and share.
 pub trait Object: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
@@ -231,8 +231,8 @@ impl<K: Object> Pending<K> {
     }
 
     /// Shapes each object before it is cached.
-    pub fn project(&mut self, projection: Projection<K>) {
-        self.projection = Some(projection);
+    pub fn project(&mut self, projection: impl Fn(&mut K) + Send + Sync + 'static) {
+        self.projection = Some(Box::new(projection));
     }
 
     /// Runs the watch; it only ends if the process is stopping.
@@ -272,7 +272,7 @@ impl<K: Object> Pending<K> {
         let Some(mut event) = self.decoded(event) else {
             return;
         };
-        if let Some(project) = self.projection {
+        if let Some(project) = &self.projection {
             match &mut event {
                 watcher::Event::Apply(object)
                 | watcher::Event::Delete(object)

@@ -134,9 +134,11 @@ impl PendingWatches {
 /// The metadata of every Secret the operator manages, in any namespace:
 /// what the reconcilers compare with their records. Only the leader keeps
 /// it. Of `managedFields` only who wrote which data keys stays: that tells
-/// whether someone else edited a Secret's data.
+/// whether someone else edited a Secret's data; `leave_out` drops more of
+/// what the reconcilers never read.
 pub fn managed_secrets(
     client: &Client,
+    leave_out: fn(&mut PartialObjectMeta<Secret>),
 ) -> (
     Watched<PartialObjectMeta<Secret>>,
     Pending<PartialObjectMeta<Secret>>,
@@ -145,7 +147,10 @@ pub fn managed_secrets(
         Api::all(client.clone()),
         watcher::Config::default().labels(&managed_selector()),
     );
-    pending.project(keep_data_ownership);
+    pending.project(move |secret| {
+        keep_data_ownership(secret);
+        leave_out(secret);
+    });
     (watched, pending)
 }
 
@@ -159,9 +164,21 @@ pub fn keep_data_ownership(secret: &mut PartialObjectMeta<Secret>) {
     for entry in meta.managed_fields.iter_mut().flatten() {
         entry.time = None;
         entry.api_version = None;
+        entry.fields_type = None;
         if let Some(FieldsV1(serde_json::Value::Object(fields))) = entry.fields_v1.as_mut() {
             fields.retain(|key, _| key == "f:data" || key == "f:stringData");
         }
+    }
+    // Only writers of data matter: an entry of another manager that wrote
+    // none (a label, an annotation) goes.
+    if let Some(entries) = meta.managed_fields.as_mut() {
+        entries.retain(|entry| {
+            entry.manager.as_deref() == Some(crate::cluster::labels::MANAGER)
+                || entry
+                    .fields_v1
+                    .as_ref()
+                    .is_some_and(|f| f.0.as_object().is_some_and(|o| !o.is_empty()))
+        });
     }
 }
 
@@ -185,8 +202,35 @@ mod tests {
             }))),
             ..ManagedFieldsEntry::default()
         }]);
+        let label_only = ManagedFieldsEntry {
+            manager: Some("kubectl-label".into()),
+            operation: Some("Update".into()),
+            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:labels": {"f:x": {}}}}))),
+            ..ManagedFieldsEntry::default()
+        };
+        let edited = ManagedFieldsEntry {
+            manager: Some("kubectl-edit".into()),
+            fields_v1: Some(FieldsV1(json!({"f:data": {"f:token": {}}}))),
+            ..label_only.clone()
+        };
+        secret
+            .metadata
+            .managed_fields
+            .as_mut()
+            .unwrap()
+            .extend([label_only, edited]);
         keep_data_ownership(&mut secret);
-        let entry = &secret.metadata.managed_fields.unwrap()[0];
+        let entries = secret.metadata.managed_fields.unwrap();
+        let managers: Vec<_> = entries
+            .iter()
+            .map(|e| e.manager.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            managers,
+            ["tokensmith", "kubectl-edit"],
+            "who wrote no data is left out"
+        );
+        let entry = &entries[0];
         assert_eq!(entry.manager.as_deref(), Some("tokensmith"));
         assert_eq!(entry.operation.as_deref(), Some("Apply"));
         assert_eq!(

@@ -44,7 +44,8 @@ pub struct Config {
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    pub recorder: Recorder,
+    /// Names the operator in the events it publishes.
+    reporter: Reporter,
     pub revocations: RevocationStore,
     /// Metadata of the Secrets the operator manages (never their data).
     pub managed_secrets: Store<PartialObjectMeta<Secret>>,
@@ -70,7 +71,7 @@ impl Context {
             instance: config.instance.clone(),
         };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             revocations: RevocationStore::new(client.clone(), &config.namespace),
             client,
             config,
@@ -103,7 +104,13 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        match self.recorder.publish(&event, &object.object_ref(&())).await {
+        // A recorder per event: kube's keeps every event it published for six
+        // minutes to count repeats, and the operator's notes (token ids,
+        // times) never repeat, so its cache would only hold one event per
+        // token for nothing (3 KiB of the 13.6 KiB a new token cost, by
+        // `make bench`).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        match recorder.publish(&event, &object.object_ref(&())).await {
             Ok(()) => {}
             // Events cannot be created in a namespace being deleted, and
             // nobody would read them there.

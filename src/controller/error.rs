@@ -9,9 +9,6 @@ pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-
     #[error("signing key: {0}")]
     Key(#[from] KeyError),
 
@@ -58,18 +55,8 @@ impl Error {
     /// being deleted: routine, and nothing to retry, since the object goes
     /// with its namespace.
     pub fn is_namespace_terminating(&self) -> bool {
-        use kube::runtime::finalizer::Error as Finalizer;
         match self {
             Error::Kube(error) => is_namespace_terminating(error),
-            Error::Finalizer(error) => match error.as_ref() {
-                Finalizer::ApplyFailed(error) | Finalizer::CleanupFailed(error) => {
-                    error.is_namespace_terminating()
-                }
-                Finalizer::AddFinalizer(error) | Finalizer::RemoveFinalizer(error) => {
-                    is_namespace_terminating(error)
-                }
-                _ => false,
-            },
             _ => false,
         }
     }
@@ -78,7 +65,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
             Error::Key(_) => "key",
             Error::KeyringUnreadable { .. } => "keyring",
             Error::MissingObjectKey(..) => "missing_object_key",
@@ -94,7 +80,7 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
-    use kube::{core::Status, runtime::finalizer};
+    use kube::core::Status;
 
     use super::*;
 
@@ -117,12 +103,8 @@ mod tests {
     }
 
     #[test]
-    fn recognises_a_write_refused_by_a_terminating_namespace_however_wrapped() {
+    fn recognises_a_write_refused_by_a_terminating_namespace() {
         assert!(Error::Kube(terminating()).is_namespace_terminating());
-        let in_apply = finalizer::Error::ApplyFailed(Error::Kube(terminating()));
-        assert!(Error::Finalizer(Box::new(in_apply)).is_namespace_terminating());
-        let adding = finalizer::Error::<Error>::AddFinalizer(terminating());
-        assert!(Error::Finalizer(Box::new(adding)).is_namespace_terminating());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod app_registration;
 mod conditions;
 mod context;
 mod error;
+mod finalizer;
 pub mod issuer;
 mod managed_secret;
 pub mod refresh_chains;
@@ -136,7 +137,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (managed_secrets, pending) = crate::cluster::watches::managed_secrets(&client);
+    let (managed_secrets, pending) =
+        crate::cluster::watches::managed_secrets(&client, access_token::leave_out_of_cache);
     let mut managed_watch = std::pin::pin!(pending.run());
     let ctx = Context::new(client, config, metrics, &watches, &managed_secrets);
     // Decisions are only made on a full view: once here, not per reconcile.

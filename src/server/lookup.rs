@@ -18,10 +18,14 @@ use kube::{
 };
 use tracing::warn;
 
+/// An object as the index refers to it: its name and namespace only, shared
+/// by all its keys (the index holds one per token, so every byte counts).
+type Object<K> = Arc<ObjectRef<K>>;
+
 struct Entries<K: Resource<DynamicType = ()>> {
     /// The objects claiming each key; more than one is a clash.
-    by_key: HashMap<String, Vec<ObjectRef<K>>>,
-    keys_of_object: HashMap<ObjectRef<K>, Vec<String>>,
+    by_key: HashMap<Arc<str>, Vec<Object<K>>>,
+    keys_of_object: HashMap<Object<K>, Box<[Arc<str>]>>,
 }
 
 impl<K: Resource<DynamicType = ()>> Default for Entries<K> {
@@ -38,11 +42,14 @@ where
     ObjectRef<K>: Hash + Eq,
 {
     fn remove(&mut self, object: &ObjectRef<K>) {
-        for key in self.keys_of_object.remove(object).unwrap_or_default() {
-            if let Some(claimants) = self.by_key.get_mut(&key) {
-                claimants.retain(|o| o != object);
+        let Some(keys) = self.keys_of_object.remove(object) else {
+            return;
+        };
+        for key in keys.iter() {
+            if let Some(claimants) = self.by_key.get_mut(key) {
+                claimants.retain(|o| o.as_ref() != object);
                 if claimants.is_empty() {
-                    self.by_key.remove(&key);
+                    self.by_key.remove(key);
                 }
             }
         }
@@ -50,8 +57,17 @@ where
 
     fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) {
         self.remove(&object);
-        for key in &keys {
-            let claimants = self.by_key.entry(key.clone()).or_default();
+        if keys.is_empty() {
+            return;
+        }
+        let object = Arc::new(object);
+        let keys: Box<[Arc<str>]> = keys.into_iter().map(Arc::from).collect();
+        for key in keys.iter() {
+            let claimants = self
+                .by_key
+                .entry(key.clone())
+                // Nearly every key has one claimant: no room for more.
+                .or_insert_with(|| Vec::with_capacity(1));
             if !claimants.contains(&object) {
                 claimants.push(object.clone());
             }
@@ -64,6 +80,16 @@ where
             }
         }
         self.keys_of_object.insert(object, keys);
+    }
+}
+
+/// `object`'s name and namespace, without the resource version and UID that
+/// `ObjectRef::from_obj` copies (equality and hashing ignore them).
+fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let reference = ObjectRef::new(object.meta().name.as_deref().unwrap_or_default());
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
     }
 }
 
@@ -105,15 +131,15 @@ where
         match event {
             watcher::Event::Apply(object) => state
                 .live
-                .insert(ObjectRef::from_obj(object), (self.keys_of)(object)),
-            watcher::Event::Delete(object) => state.live.remove(&ObjectRef::from_obj(object)),
+                .insert(object_ref(object), (self.keys_of)(object)),
+            watcher::Event::Delete(object) => state.live.remove(&object_ref(object)),
             watcher::Event::Init => state.relisting = Some(Entries::default()),
             watcher::Event::InitApply(object) => {
                 let keys = (self.keys_of)(object);
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
-                    .insert(ObjectRef::from_obj(object), keys);
+                    .insert(object_ref(object), keys);
             }
             watcher::Event::InitDone => {
                 if let Some(fresh) = state.relisting.take() {
@@ -130,7 +156,7 @@ where
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match state.live.by_key.get(key).map(Vec::as_slice) {
-            Some([only]) => Some(only.clone()),
+            Some([only]) => Some(only.as_ref().clone()),
             _ => None,
         }
     }

@@ -61,6 +61,7 @@ pub struct Metrics {
     soonest_expiry: Gauge<f64, AtomicU64>,
     token_requests: Family<TokenRequestLabels, Counter>,
     leader: Gauge<i64, AtomicI64>,
+    heap_allocated: Gauge<i64, AtomicI64>,
     soonest_expiry_source: OnceLock<ExpirySource>,
 }
 
@@ -130,8 +131,15 @@ impl Metrics {
             "1 while this instance leads (runs the reconcilers), else 0",
             leader.clone(),
         );
+        let heap_allocated = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "heap_allocated_bytes",
+            "Bytes the allocator has handed out and not taken back (glibc's mallinfo2); beside the resident set size it tells live data from fragmentation",
+            heap_allocated.clone(),
+        );
         Self {
             registry,
+            heap_allocated,
             reconciles,
             reconcile_duration,
             issued,
@@ -207,10 +215,26 @@ impl Metrics {
         if let Some(source) = self.soonest_expiry_source.get() {
             self.set_soonest_expiry(source());
         }
+        if let Some(bytes) = heap_allocated_bytes() {
+            self.heap_allocated.set(bytes);
+        }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
+}
+
+/// What the allocator has handed out, where it can say.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_allocated_bytes() -> Option<i64> {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    i64::try_from(info.uordblks + info.hblkhd).ok()
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_allocated_bytes() -> Option<i64> {
+    None
 }
 
 #[cfg(test)]

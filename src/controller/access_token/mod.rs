@@ -14,26 +14,28 @@ mod record;
 mod restart;
 mod secret;
 
-pub use record::{data as secret_keys, default_subject, secret_name};
+pub use record::{data as secret_keys, default_subject, leave_out_of_cache, secret_name};
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, ResourceExt,
+    ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::Action,
-        finalizer::{Event as FinalizerEvent, finalizer},
         reflector::{ObjectRef, Store},
     },
 };
 use tracing::{debug, instrument};
 
 use self::reconciler::Reconciler;
-use super::{Context, Error, FINALIZER, Result};
+use super::{
+    Context, Error, FINALIZER, Result,
+    finalizer::{Event as FinalizerEvent, finalized},
+};
 use crate::{
     api::{AccessToken, AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
     cluster::{Watched, Watches},
@@ -133,11 +135,7 @@ fn tokens_of_app(
 
 #[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = token
-        .namespace()
-        .ok_or(Error::MissingObjectKey("AccessToken", "metadata.namespace"))?;
-    let api: Api<AccessToken> = Api::namespaced(ctx.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, token, |event| async {
+    let action = finalized(&ctx, token, FINALIZER, |event| async {
         match event {
             FinalizerEvent::Apply(token) => {
                 let reconciler = Reconciler::new(&token, &ctx)?;
@@ -153,16 +151,7 @@ async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action>
             FinalizerEvent::Cleanup(token) => Reconciler::new(&token, &ctx)?.cleanup().await,
         }
     })
-    .await;
-    let action = match action {
-        // Deleted between the cleanup and the finalizer's removal (or before
-        // it could be added): nothing is left to do.
-        Err(
-            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
-            | kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)),
-        ) if status.code == 404 => Action::await_change(),
-        other => other.map_err(|e| Error::Finalizer(Box::new(e)))?,
-    };
+    .await?;
     debug!(?action, "reconciled");
     Ok(action)
 }

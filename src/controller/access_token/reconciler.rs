@@ -494,7 +494,13 @@ impl<'a> Reconciler<'a> {
         let body = json!({
             "apiVersion": AccessToken::api_version(&()),
             "kind": AccessToken::kind(&()),
-            "metadata": { "name": self.name, "ownerReferences": owners },
+            // The operator's manager also holds the finalizer on this object:
+            // an apply without it would take it away.
+            "metadata": {
+                "name": self.name,
+                "ownerReferences": owners,
+                "finalizers": [crate::controller::FINALIZER],
+            },
         });
         api.patch(
             &self.name,

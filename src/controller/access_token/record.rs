@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::core::PartialObjectMeta;
 use serde::Serialize;
 
 use crate::{
@@ -24,6 +25,10 @@ pub use crate::token::policy::default_subject;
 /// for people and for the reconciler's "is this still our token" check; the
 /// record itself is the status, which tenants cannot write.
 pub mod annotation {
+    /// Those written for people only: the reconciler never reads them, so
+    /// the cache of managed Secrets leaves them out.
+    pub const FOR_PEOPLE: &[&str] = &[ISSUED_AT, EXPIRES_AT, KEY_ID, REVISION, SPEC_HASH];
+
     pub const TOKEN_ID: &str = "tokensmith.dev/token-id";
     pub const ISSUED_AT: &str = "tokensmith.dev/issued-at";
     pub const EXPIRES_AT: &str = "tokensmith.dev/expires-at";
@@ -36,6 +41,20 @@ pub mod annotation {
 
 /// Label naming the AccessToken a Secret belongs to.
 pub const ACCESS_TOKEN_LABEL: &str = "tokensmith.dev/access-token";
+
+/// Drops from a token Secret's cached metadata the annotations written for
+/// people only. Other managed Secrets are left alone: a refresh chain's
+/// `tokensmith.dev/expires-at` is its record.
+pub fn leave_out_of_cache(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    let is_token_secret = meta
+        .labels
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(ACCESS_TOKEN_LABEL));
+    if let Some(annotations) = meta.annotations.as_mut().filter(|_| is_token_secret) {
+        annotations.retain(|key, _| !annotation::FOR_PEOPLE.contains(&key.as_str()));
+    }
+}
 
 /// The Secret data keys (API.md).
 pub mod data {
@@ -415,5 +434,39 @@ mod tests {
             ..status
         };
         assert_eq!(RecordedToken::from_status(&before_the_record), None);
+    }
+
+    #[test]
+    fn only_token_secrets_lose_their_annotations_for_people() {
+        let secret = |labels: serde_json::Value| -> PartialObjectMeta<Secret> {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {
+                    "name": "s", "labels": labels,
+                    "annotations": {
+                        annotation::EXPIRES_AT: "2030-01-01T00:00:00Z",
+                        annotation::TOKEN_ID: "t1",
+                    },
+                },
+            }))
+            .unwrap()
+        };
+        let mut token = secret(serde_json::json!({ ACCESS_TOKEN_LABEL: "ci" }));
+        leave_out_of_cache(&mut token);
+        let kept: Vec<&String> = token
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(kept, [annotation::TOKEN_ID]);
+        let mut chain = secret(serde_json::json!({ "tokensmith.dev/refresh-chain-of": "c1" }));
+        leave_out_of_cache(&mut chain);
+        assert_eq!(
+            chain.metadata.annotations.unwrap().len(),
+            2,
+            "a chain's expiry is its record"
+        );
     }
 }

@@ -13,13 +13,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ObjectMeta, Preconditions},
-    runtime::{
-        Controller,
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::ObjectRef,
-    },
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef},
 };
 use tracing::{debug, info, instrument};
 
@@ -27,6 +21,7 @@ use self::decide::{Decision, KeySecret, Observed, decide};
 use super::{
     Context, Error, Result,
     conditions::Readiness,
+    finalizer::{Event as FinalizerEvent, finalized},
     managed_secret::{self, OwnedSecret, controller_reference, is_controlled_by},
     status::{self, ReadyStatus, apply_status, report_blocked, requeue_at},
 };
@@ -133,21 +128,13 @@ async fn reconcile<I: Issuer>(issuer: Arc<I>, ctx: Arc<Context>) -> Result<Actio
     // A TokenIssuer's keys live in another namespace than the issuer, so a
     // finalizer deletes them (and the sweeper the keys of an issuer whose
     // finalizer was removed by hand).
-    let api = issuer.api(ctx.client.clone());
-    let action = finalizer(&api, KEYS_FINALIZER, issuer, |event| async {
+    finalized(&ctx, issuer, KEYS_FINALIZER, |event| async {
         match event {
             FinalizerEvent::Apply(issuer) => apply(issuer, &ctx).await,
             FinalizerEvent::Cleanup(issuer) => delete_keys(issuer.as_ref(), &ctx).await,
         }
     })
-    .await;
-    match action {
-        Err(
-            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
-            | kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)),
-        ) if status.code == 404 => Ok(Action::await_change()),
-        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
-    }
+    .await
 }
 
 /// Deletes the key Secret of a TokenIssuer being deleted, if it is its own.
