@@ -954,3 +954,82 @@ async fn the_operator_holds_its_finalizer_under_its_own_field_manager() {
         token.metadata.managed_fields
     );
 }
+
+// In this binary rather than tests/metrics.rs, whose own operator must be
+// the only one there: the series come from the shared operator's caches.
+#[tokio::test]
+async fn per_object_series_come_and_go_with_their_objects() {
+    let fixture = Issued::new("series").await;
+    let operator = fixture.operator;
+    fixture.token("watched", json!({ "lifetime": "1h" })).await;
+    let token = wait_reason(&fixture.tokens, "watched", "Issued").await;
+    let status = token.status.unwrap();
+    let labels = format!(
+        r#"namespace="{}",name="watched",issuer_kind="TokenIssuer",issuer_name="signer""#,
+        fixture.ns.name
+    );
+    let series = |name: &str| format!("tokensmith_access_token_{name}{{{labels}}}");
+    assert_eq!(
+        operator
+            .sample(&series("expiration_timestamp_seconds"))
+            .await,
+        Some(status.expires_at.unwrap().0.as_second() as f64)
+    );
+    assert_eq!(
+        operator.sample(&series("renewal_timestamp_seconds")).await,
+        Some(status.renewal_time.unwrap().0.as_second() as f64)
+    );
+    let ready = |condition: &str| {
+        format!("tokensmith_access_token_ready_status{{{labels},condition=\"{condition}\"}}")
+    };
+    assert_eq!(operator.sample(&ready("True")).await, Some(1.0));
+    assert_eq!(operator.sample(&ready("False")).await, Some(0.0));
+    let issuer = format!(
+        r#"tokensmith_issuer_ready_status{{namespace="{}",name="signer",issuer_kind="TokenIssuer",issuer_name="signer",condition="True"}}"#,
+        fixture.ns.name
+    );
+    assert_eq!(operator.sample(&issuer).await, Some(1.0));
+    assert_eq!(
+        operator
+            .sample(&format!(
+                r#"tokensmith_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            ))
+            .await,
+        Some(1.0)
+    );
+
+    // Every endpoint is counted, not only /oauth/token: an introspection
+    // without client credentials is a 4xx of introspection.
+    let counted = r#"tokensmith_http_requests_total{endpoint="introspection",code="4xx"}"#;
+    let before = operator.sample(counted).await.unwrap_or(0.0);
+    let http = operator.http().await;
+    let status = http
+        .post(format!("{}/oauth/introspect", operator.url))
+        .form(&[("token", "nothing")])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_client_error(), "{status}");
+    assert_eq!(operator.sample(counted).await, Some(before + 1.0));
+
+    fixture
+        .tokens
+        .delete("watched", &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the AccessToken's series to go with it",
+        || async {
+            let gone = operator
+                .sample(&series("expiration_timestamp_seconds"))
+                .await
+                .is_none()
+                && operator.sample(&ready("True")).await.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+}

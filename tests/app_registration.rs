@@ -228,3 +228,41 @@ async fn deleting_the_app_revokes_its_access_tokens() {
     );
     assert!(support::resources::is_recorded_as_revoked(&client, &token_id).await);
 }
+
+#[tokio::test]
+async fn an_app_applied_before_its_issuer_is_registered_within_seconds_of_it() {
+    shared_operator();
+    let client = control_plane().client().await;
+    let ns = TestNamespace::create(&client, "app-first").await;
+    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), &ns.name);
+    apply(
+        &apps,
+        "early",
+        json!({ "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "late" } } }),
+    )
+    .await;
+    wait_for(
+        &apps,
+        "early",
+        Duration::from_secs(30),
+        "the app to wait for its issuer",
+        |a| reason_of(a).as_deref() == Some("IssuerNotReady"),
+    )
+    .await;
+    // As one GitOps sync applies them: the issuer a moment after its app.
+    let started = std::time::Instant::now();
+    token_issuer(&client, &ns.name, "late", json!({})).await;
+    wait_for(
+        &apps,
+        "early",
+        Duration::from_secs(60),
+        "the app to be registered",
+        |a| reason_of(a).as_deref() == Some("Registered"),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "registered {took:?} after its issuer was applied (its retry is a minute)"
+    );
+}

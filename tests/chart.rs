@@ -492,7 +492,7 @@ fn argo_cd_health_check_follows_ready() {
         ),
         (
             object(1, Some(ready("False", "IssuerNotReady", 1))),
-            "Degraded",
+            "Progressing",
         ),
         (object(1, Some(ready("False", "Revoked", 1))), "Suspended"),
         (object(1, Some(ready("False", "Expired", 1))), "Suspended"),

@@ -139,6 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let index = server::Index::new(&watches, &mut pending, &config.namespace);
     let watching = tokio::spawn(pending.run());
     let metrics = Metrics::shared();
+    metrics.collect_objects_with(controller::object_metrics::ObjectMetrics::new(&watches));
     let readiness = ReadyProbe::default();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown_signal()));
     let election = leader::Election {

@@ -8,6 +8,7 @@ mod error;
 mod finalizer;
 pub mod issuer;
 mod managed_secret;
+pub mod object_metrics;
 pub mod refresh_chains;
 pub mod revocation;
 mod status;

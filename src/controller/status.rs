@@ -21,7 +21,7 @@ use super::{
     conditions::{Readiness, ready_condition, with_ready},
 };
 use crate::{
-    api::{AccessTokenStatus, AppRegistrationStatus, IssuerStatus},
+    api::{AccessTokenStatus, AppRegistrationStatus, IssuerStatus, reason::ISSUER_NOT_READY},
     cluster::issuers::Unresolved,
 };
 
@@ -163,14 +163,16 @@ pub async fn report_blocked<K: WithStatus>(
     let desired = current.with_readiness(&readiness, object.meta().generation, now);
     apply_status(ctx, object, &desired).await?;
     if current.is_transition_to(&readiness) {
-        warn!(reason = readiness.reason, message = %readiness.message, "not ready");
-        ctx.publish(
-            object,
-            EventType::Warning,
-            readiness.reason,
-            readiness.message,
-        )
-        .await;
+        // An issuer not ready yet is what applying an issuer and its tokens
+        // together looks like for a moment: said, not warned about.
+        let type_ = if readiness.reason == ISSUER_NOT_READY {
+            EventType::Normal
+        } else {
+            warn!(reason = readiness.reason, message = %readiness.message, "not ready");
+            EventType::Warning
+        };
+        ctx.publish(object, type_, readiness.reason, readiness.message)
+            .await;
     }
     Ok(retry.map_or_else(Action::await_change, Action::requeue))
 }

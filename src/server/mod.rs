@@ -65,6 +65,7 @@ pub struct AppState {
 /// The routes of the token service; a request must be answered within
 /// `request_timeout`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/oauth/token", post(endpoints::token))
         .route("/oauth/introspect", post(endpoints::introspect))
@@ -76,7 +77,38 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             limits::request_timeout(request_timeout, request, next)
         }))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            measured(metrics.clone(), request, next)
+        }))
         .with_state(state)
+}
+
+/// Answers `request` and counts it in the metrics by endpoint.
+async fn measured(
+    metrics: Arc<Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = endpoint_of(request.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.http_request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The endpoint a path names, from a fixed set: a metric label must not
+/// take whatever a client sends.
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/oauth/token" => "token",
+        "/oauth/introspect" => "introspection",
+        "/oauth/revoke" => "revocation",
+        "/oauth/token/info" => "token_info",
+        "/oauth/userinfo" => "userinfo",
+        p if p.ends_with("/.well-known/jwks.json") => "jwks",
+        p if p.contains("/.well-known/") => "discovery",
+        _ => "other",
+    }
 }
 
 /// Serves until `shutdown` completes, answering from `index` over the
@@ -148,4 +180,26 @@ pub async fn run(
     let served = server.serve(router(state, limits.request_timeout).into_make_service());
     served.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn request_metrics_name_a_fixed_set_of_endpoints() {
+        let cases = [
+            ("/oauth/token", "token"),
+            ("/oauth/introspect", "introspection"),
+            ("/oauth/revoke", "revocation"),
+            ("/oauth/token/info", "token_info"),
+            ("/oauth/userinfo", "userinfo"),
+            ("/issuers/team-a/signer/.well-known/jwks.json", "jwks"),
+            ("/.well-known/openid-configuration", "discovery"),
+            ("/anything/a/client/made/up", "other"),
+        ];
+        for (path, endpoint) in cases {
+            assert_eq!(endpoint_of(path), endpoint, "{path}");
+        }
+    }
 }

@@ -10,12 +10,14 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, text::encode},
     metrics::{
         counter::Counter,
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
+        info::Info,
     },
     registry::Registry,
 };
@@ -29,6 +31,31 @@ struct ReconcileLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    endpoint: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+/// A collector set after the registry is built (the watched objects exist
+/// only once the process runs): encodes nothing until then.
+#[derive(Debug, Default, Clone)]
+struct Deferred(Arc<OnceLock<Box<dyn Collector>>>);
+
+impl Collector for Deferred {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.get() {
+            Some(collector) => collector.encode(encoder),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +89,9 @@ pub struct Metrics {
     token_requests: Family<TokenRequestLabels, Counter>,
     leader: Gauge<i64, AtomicI64>,
     heap_allocated: Gauge<i64, AtomicI64>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<EndpointLabels, Histogram>,
+    objects: Deferred,
     soonest_expiry_source: OnceLock<ExpirySource>,
 }
 
@@ -137,9 +167,34 @@ impl Metrics {
             "Bytes the allocator has handed out and not taken back (glibc's mallinfo2); beside the resident set size it tells live data from fragmentation",
             heap_allocated.clone(),
         );
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests to the token service by endpoint and status class (2xx, 4xx, 5xx)",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~1.6 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "How long the token service takes to answer, by endpoint",
+            http_duration.clone(),
+        );
+        let objects = Deferred::default();
+        registry.register_collector(Box::new(objects.clone()));
         Self {
             registry,
             heap_allocated,
+            http_requests,
+            http_duration,
+            objects,
             reconciles,
             reconcile_duration,
             issued,
@@ -194,6 +249,29 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a request the token service answered at `endpoint` (one of a
+    /// fixed set, so the series stay bounded).
+    pub fn http_request(&self, endpoint: &'static str, status: u16, took: Duration) {
+        let code = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests
+            .get_or_create(&HttpLabels { endpoint, code })
+            .inc();
+        self.http_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Encodes per-object series with `collector` at every scrape (the
+    /// first collector set wins): series come and go with their objects.
+    pub fn collect_objects_with(&self, collector: impl Collector) {
+        let _ = self.objects.0.set(Box::new(collector));
     }
 
     pub fn set_leader(&self, leading: bool) {

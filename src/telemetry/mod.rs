@@ -3,6 +3,7 @@
 //! says what it is about.
 
 pub mod endpoint;
+mod json;
 pub mod metrics;
 
 pub use endpoint::ReadyProbe;
@@ -40,10 +41,8 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(json::JsonLines),
             )
             .try_init()?,
     }

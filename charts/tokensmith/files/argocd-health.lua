@@ -12,6 +12,10 @@ if obj.status ~= nil and obj.status.conditions ~= nil then
       elseif condition.status == "True" then
         hs.status = "Healthy"
         hs.message = condition.message
+      elseif condition.reason == "IssuerNotReady" then
+        -- Retried on its own: an issuer applied in the same sync is on its way.
+        hs.status = "Progressing"
+        hs.message = condition.message
       elseif condition.reason == "Revoked" or condition.reason == "Expired" then
         -- Asked for (revoked: true, onExpiry: Delete): kept as a record.
         hs.status = "Suspended"

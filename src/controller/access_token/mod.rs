@@ -133,7 +133,7 @@ fn tokens_of_app(
         .collect()
 }
 
-#[instrument(skip_all, fields(namespace = token.namespace(), name = %token.name_any()))]
+#[instrument(skip_all, fields(kind = "AccessToken", namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
     let action = finalized(&ctx, token, FINALIZER, |event| async {
         match event {

@@ -203,11 +203,19 @@ impl<'a> Reconciler<'a> {
         };
         // The tokens this one replaces: revoked at once when they no longer
         // match the spec or were tampered with, else left to expire.
-        if mint.reason.revokes_previous() {
+        let revoked = if mint.reason.revokes_previous() {
             let live = self.revocable(outcome::live_tokens(&self.status, self.now));
             self.ctx.revocations.revoke(&live, self.now).await?;
-        }
+            !live.is_empty()
+        } else {
+            false
+        };
         secret::write(self.ctx, self.token, &record, Some(&value), secret).await?;
+        if revoked {
+            // A deleted or edited Secret, or a changed spec, revokes as surely
+            // as `revoked: true` does.
+            self.ctx.metrics.token_event(TokenEvent::Revoked);
+        }
         self.recorded(mint.reason, record, &mint.timing).await
     }
 

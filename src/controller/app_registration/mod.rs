@@ -114,7 +114,7 @@ fn apps_of<I: Issuer>(
     }
 }
 
-#[instrument(skip_all, fields(namespace = app.namespace(), name = %app.name_any()))]
+#[instrument(skip_all, fields(kind = "AppRegistration", namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
     match reconcile_app(app.clone(), ctx.clone(), false).await {
         // The API server will not store the Secret as the spec asks: say so
