@@ -1033,3 +1033,59 @@ async fn per_object_series_come_and_go_with_their_objects() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn renew_mints_a_new_token_and_leaves_the_old_one_valid() {
+    let fixture = Issued::new("renew").await;
+    let Issued { tokens, ns, .. } = &fixture;
+    fixture.token("asked", json!({ "lifetime": "1h" })).await;
+    let first = wait_reason(tokens, "asked", "Issued").await.status.unwrap();
+    let old_id = first.token_id.clone().unwrap();
+    let renew = std::process::Command::new(env!("CARGO_BIN_EXE_tokensmith"))
+        .args(["token", "renew", "asked", "-n", &ns.name])
+        .args(["--kubeconfig", control_plane().kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        renew.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renew.stderr)
+    );
+    // The mint rate limit holds: at most one mint per 10 s.
+    let renewed = wait_for(
+        tokens,
+        "asked",
+        Duration::from_secs(60),
+        "a renewed token",
+        |t| t.status.as_ref().and_then(|s| s.revision) == Some(2),
+    )
+    .await;
+    let status = renewed.status.unwrap();
+    assert_eq!(
+        reason(&wait_reason(tokens, "asked", "Rotated").await).as_deref(),
+        Some("Rotated")
+    );
+    assert_ne!(status.token_id.as_deref(), Some(old_id.as_str()));
+    assert!(
+        status.previous_tokens.iter().any(|p| p.token_id == old_id),
+        "the old token is listed: {:?}",
+        status.previous_tokens
+    );
+    assert!(
+        !is_recorded_as_revoked(&fixture.client, &old_id).await,
+        "the old token stays valid"
+    );
+    assert!(
+        status.issued_at.unwrap().0
+            >= first
+                .issued_at
+                .unwrap()
+                .0
+                .checked_add(std::time::Duration::from_secs(10))
+                .unwrap()
+    );
+    // Served once: the same request asks for nothing more.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let later = tokens.get("asked").await.unwrap().status.unwrap();
+    assert_eq!(later.revision, Some(2), "one request, one new token");
+}

@@ -304,7 +304,17 @@ pub struct AccessTokenStatus {
     /// record, which only the operator can write, never from the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minted: Option<MintedClaims>,
+    /// The value of the `tokensmith.dev/renew` annotation last served with
+    /// a new token: another value asks for another token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_request: Option<String>,
 }
+
+/// Annotation asking for a new token now (any new value, e.g. the time:
+/// `tokensmith token renew` writes one). The new token is minted as at
+/// renewal time: the old one stays valid until it expires, listed in
+/// `previousTokens`, and the mint rate limit applies.
+pub const RENEW_ANNOTATION: &str = "tokensmith.dev/renew";
 
 /// The claims a token was minted with, as recorded by the operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]

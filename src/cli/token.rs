@@ -26,6 +26,20 @@ pub enum TokenCommand {
     /// verifier would: signature, allowed algorithm, iss, exp, nbf (and aud
     /// with --audience). Exits 1 when the token is not valid.
     Verify(VerifyArgs),
+    /// Ask for a new token now, as at renewal time: the current one stays
+    /// valid until it expires (listed in previousTokens), unlike deleting the
+    /// Secret, which revokes it. Sets the tokensmith.dev/renew annotation.
+    Renew(RenewArgs),
+}
+
+#[derive(Args)]
+pub struct RenewArgs {
+    /// The AccessToken's name.
+    name: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -86,6 +100,38 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Show(args) => show(args).await,
         TokenCommand::Verify(args) => verify(args).await,
+        TokenCommand::Renew(args) => renew(args).await,
+    }
+}
+
+async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let client = args.kube.client().await?;
+    let api = Api::<AccessToken>::namespaced(client, &args.namespace);
+    let asked = Timestamp::now().to_string();
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { crate::api::RENEW_ANNOTATION: asked } },
+    });
+    match api
+        .patch(
+            &args.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            println!(
+                "renewal of AccessToken {}/{} asked for at {asked}; the current token stays valid until it expires",
+                args.namespace, args.name
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(anyhow!(
+            "AccessToken {}/{} not found",
+            args.namespace,
+            args.name
+        )),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -29,6 +29,9 @@ pub enum MintReason {
     SpecChanged,
     /// The Secret was deleted or its data edited by someone else.
     SecretChanged,
+    /// Asked for with the `tokensmith.dev/renew` annotation: as a rotation,
+    /// the old token stays valid until it expires.
+    Renewal,
 }
 
 impl MintReason {
@@ -98,6 +101,8 @@ pub struct Observed<'a> {
     /// The id a token minted now gets: drawn before the choice, so that the
     /// choice (whose renewal jitter depends on it) stays a function.
     pub new_token_id: String,
+    /// The `tokensmith.dev/renew` annotation's value, if any.
+    pub renew_request: Option<&'a str>,
 }
 
 /// A token to mint, and everything it is minted from.
@@ -115,6 +120,9 @@ pub struct Mint {
     /// The Secret may hold this very token, written before a crash kept the
     /// status from recording it: look before minting another.
     pub may_adopt: bool,
+    /// The renewal request this mint serves (every mint serves the one
+    /// pending, so a request made before the first token mints no second).
+    pub renew_request: Option<String>,
 }
 
 /// What the reconciler does next.
@@ -237,6 +245,9 @@ pub fn decide(observed: Observed) -> Decision {
         desired_spec_hash: &desired_spec_hash,
         timing: &timing,
         now: observed.now,
+        renew_pending: observed
+            .renew_request
+            .is_some_and(|asked| Some(asked) != status.renew_request.as_deref()),
     });
     let reason = match step {
         Step::Keep(record) => {
@@ -287,6 +298,10 @@ pub fn decide(observed: Observed) -> Decision {
         timing,
         issuer,
         format,
+        renew_request: observed
+            .renew_request
+            .map(str::to_string)
+            .or_else(|| status.renew_request.clone()),
     }))
 }
 
@@ -346,6 +361,8 @@ struct Served<'a> {
     desired_spec_hash: &'a str,
     timing: &'a TimingPolicy,
     now: Timestamp,
+    /// The renew annotation holds a value not served yet.
+    renew_pending: bool,
 }
 
 fn serve(served: Served) -> Step {
@@ -359,6 +376,7 @@ fn serve(served: Served) -> Step {
         desired_spec_hash,
         timing,
         now,
+        renew_pending,
     } = served;
     // An owned Secret that does not hold the recorded token was changed by
     // someone, or one of the caches lags behind the operator's own writes.
@@ -382,6 +400,9 @@ fn serve(served: Served) -> Step {
     }
     if !secret_holds_record {
         return Step::Mint(MintReason::SecretChanged);
+    }
+    if renew_pending {
+        return Step::Mint(MintReason::Renewal);
     }
     let renew_at = renewal_time(
         record.issued_at,
@@ -560,6 +581,7 @@ mod tests {
                 desired_spec_hash: row.spec_hash,
                 timing: &row.timing,
                 now: at(row.now),
+                renew_pending: false,
             });
             assert_eq!(name(&next), row.expected, "{}", row.case);
         }
@@ -904,6 +926,46 @@ mod tests {
                     "Mint(Rotation)",
                 ),
                 row(
+                    "renewal asked for",
+                    none(),
+                    true,
+                    |o, _| o.renew_request = Some("now"),
+                    "Mint(Renewal)",
+                ),
+                row(
+                    "renewal asked for, served already",
+                    none(),
+                    true,
+                    |o, _| {
+                        o.renew_request = Some("now");
+                        o.status = Box::leak(Box::new(AccessTokenStatus {
+                            renew_request: Some("now".into()),
+                            ..o.status.clone()
+                        }));
+                    },
+                    "Keep",
+                ),
+                row(
+                    "renewal asked for moments after a mint",
+                    none(),
+                    true,
+                    |o, _| {
+                        o.renew_request = Some("now");
+                        o.now = at("2030-01-01T00:00:01Z");
+                    },
+                    "Throttled",
+                ),
+                row(
+                    "renewal asked for before any token",
+                    none(),
+                    false,
+                    |o, _| {
+                        o.renew_request = Some("now");
+                        o.secret = SecretSeen::Absent;
+                    },
+                    "Mint(Initial)",
+                ),
+                row(
                     "expiresAt passed before any token",
                     serde_json::json!({ "expiresAt": "2029-12-31T00:00:00Z", "lifetime": null }),
                     false,
@@ -940,6 +1002,7 @@ mod tests {
                     fresh: false,
                     now: at("2030-01-01T12:00:00Z"),
                     new_token_id: "t2".into(),
+                    renew_request: None,
                 };
                 (row.change)(&mut observed, &spec);
                 assert_eq!(summary(&decide(observed)), row.expected, "{}", row.case);
@@ -967,6 +1030,7 @@ mod tests {
                 fresh: false,
                 now: at("2030-01-01T12:00:00Z"),
                 new_token_id: "t2".into(),
+                renew_request: None,
             });
             let Decision::Mint(mint) = decision else {
                 panic!("expected a mint, got {decision:?}");

@@ -47,7 +47,7 @@ pub fn superseded(
     new_token_id: &str,
     now: Timestamp,
 ) -> (Vec<PreviousToken>, Vec<PreviousToken>) {
-    if why != MintReason::Rotation {
+    if !matches!(why, MintReason::Rotation | MintReason::Renewal) {
         return (Vec::new(), Vec::new());
     }
     let current = status.token_id.as_ref().zip(status.expires_at.as_ref());
@@ -85,6 +85,13 @@ pub fn minted(
             "Rotated",
             format!(
                 "Rotated to token {token_id} (revision {revision}), valid until {until}; the previous token stays valid until it expires"
+            ),
+        ),
+        MintReason::Renewal => (
+            reason::ROTATED,
+            "Renewed",
+            format!(
+                "Renewed on request to token {token_id} (revision {revision}), valid until {until}; the previous token stays valid until it expires"
             ),
         ),
         MintReason::SpecChanged => (
@@ -138,6 +145,8 @@ pub struct TokenStatus<'a> {
     pub secret_name: String,
     pub generation: Option<i64>,
     pub now: Timestamp,
+    /// The renewal request served so far.
+    pub renew_request: Option<String>,
 }
 
 impl TokenStatus<'_> {
@@ -160,6 +169,7 @@ impl TokenStatus<'_> {
             previous_tokens: self.previous_tokens,
             spec_hash: Some(record.spec_hash.clone()),
             minted: Some(record.minted.clone()),
+            renew_request: self.renew_request,
         }
     }
 }
@@ -253,6 +263,12 @@ mod tests {
         assert_eq!(kept[0].token_id, "current", "the latest to expire first");
         let dropped: Vec<&str> = dropped.iter().map(|p| p.token_id.as_str()).collect();
         assert_eq!(dropped, ["p02", "p01", "p00"]);
+        let (kept_on_request, _) = superseded(&s, MintReason::Renewal, "next", now);
+        assert_eq!(
+            kept_on_request.len(),
+            MAX_PREVIOUS_TOKENS,
+            "a renewal keeps them too"
+        );
         for why in [
             MintReason::Initial,
             MintReason::SpecChanged,

@@ -22,7 +22,7 @@ use super::{
     restart, secret,
 };
 use crate::{
-    api::{AccessToken, AccessTokenStatus, BoundObjectKind, TokenFormat, reason},
+    api::{AccessToken, AccessTokenStatus, BoundObjectKind, RENEW_ANNOTATION, TokenFormat, reason},
     controller::{
         Context, Error, MANAGER, Result,
         conditions::{Readiness, with_condition},
@@ -117,6 +117,11 @@ impl<'a> Reconciler<'a> {
             fresh: self.fresh,
             now: self.now,
             new_token_id: new_token_id(),
+            renew_request: self
+                .token
+                .annotations()
+                .get(RENEW_ANNOTATION)
+                .map(String::as_str),
         });
         if decision != Decision::Wait
             && let Some(owners) = owners
@@ -154,6 +159,7 @@ impl<'a> Reconciler<'a> {
                     secret_name,
                     generation: self.token.meta().generation,
                     now: self.now,
+                    renew_request: self.status.renew_request.clone(),
                 };
                 apply_status(self.ctx, self.token, &status.build()).await?;
                 Ok(outcome::requeue_for(&record, &timing, self.now))
@@ -170,7 +176,9 @@ impl<'a> Reconciler<'a> {
             && let Some(record) = self.unrecorded_token(&mint).await
         {
             info!(token_id = %record.token_id, "the Secret holds a token minted for this spec but not recorded (a crash between the two writes): recorded instead of minting another");
-            return self.recorded(mint.reason, record, &mint.timing).await;
+            return self
+                .recorded(mint.reason, record, &mint.timing, mint.renew_request)
+                .await;
         }
         let (value, key_id) = match mint.format {
             TokenFormat::Jwt => {
@@ -216,7 +224,8 @@ impl<'a> Reconciler<'a> {
             // as `revoked: true` does.
             self.ctx.metrics.token_event(TokenEvent::Revoked);
         }
-        self.recorded(mint.reason, record, &mint.timing).await
+        self.recorded(mint.reason, record, &mint.timing, mint.renew_request)
+            .await
     }
 
     /// Records a token now in the Secret: the status, superseded tokens,
@@ -226,6 +235,7 @@ impl<'a> Reconciler<'a> {
         why: MintReason,
         record: RecordedToken,
         timing: &crate::token::TimingPolicy,
+        renew_request: Option<String>,
     ) -> Result<Action> {
         let (previous, dropped) =
             outcome::superseded(&self.status, why, &record.token_id, self.now);
@@ -247,6 +257,7 @@ impl<'a> Reconciler<'a> {
             secret_name,
             generation: self.token.meta().generation,
             now: self.now,
+            renew_request,
         }
         .build();
         // Workloads that read the token at start-up get the new one. Mints
@@ -263,13 +274,13 @@ impl<'a> Reconciler<'a> {
         }
         apply_status(self.ctx, self.token, &status).await?;
         info!(token_id = %record.token_id, revision = record.revision, ?why, "token minted");
-        self.ctx
-            .metrics
-            .token_event(if why == MintReason::Rotation {
+        self.ctx.metrics.token_event(
+            if matches!(why, MintReason::Rotation | MintReason::Renewal) {
                 TokenEvent::Rotated
             } else {
                 TokenEvent::Issued
-            });
+            },
+        );
         self.ctx
             .publish(self.token, EventType::Normal, event_reason, note)
             .await;
