@@ -515,3 +515,29 @@ fn argo_cd_health_check_follows_ready() {
         "the condition's message is shown"
     );
 }
+
+#[test]
+fn argo_cd_renew_action_asks_for_a_new_token() {
+    let object = json!({
+        "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+        "metadata": { "name": "ci", "namespace": "team-a", "labels": { "team": "a" } },
+        "spec": { "issuerRef": { "kind": "TokenIssuer", "name": "signer" } },
+    });
+    let script = chart().join("files/argocd-renew-action.lua");
+    let changed = support::python(
+        "argocd_action.py",
+        &[script.to_str().unwrap(), &object.to_string()],
+    )
+    .unwrap_or_else(|e| panic!("the Lua action fails: {e}"));
+    let asked = changed["metadata"]["annotations"]["tokensmith.dev/renew"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no renew annotation: {changed}"));
+    let asked: k8s_openapi::jiff::Timestamp = asked.parse().expect("a time");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    assert!((now.as_second() - asked.as_second()).abs() < 60, "{asked}");
+    assert_eq!(
+        changed["metadata"]["labels"]["team"], "a",
+        "the rest is kept"
+    );
+    assert_eq!(changed["spec"], object["spec"]);
+}
