@@ -6,7 +6,7 @@ use crate::token::KeyError;
 /// they become conditions and events, and the reconcile succeeds.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
+    #[error("Kubernetes API request failed: {}", readable(.0))]
     Kube(#[from] kube::Error),
 
     #[error("signing key: {0}")]
@@ -36,6 +36,17 @@ pub enum Error {
 
     #[error("revocation: {0}")]
     Revocation(#[from] crate::cluster::revocations::RevocationError),
+}
+
+/// A kube error in words for people: an API error is its status message
+/// and code (kube's own text appends a `Debug` dump of the whole Status).
+pub fn readable(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The Result of this crate's controllers.
@@ -100,6 +111,16 @@ mod tests {
                 "field": "metadata.namespace",
             }]},
         }))
+    }
+
+    #[test]
+    fn api_errors_read_as_their_message() {
+        let error = Error::Kube(terminating());
+        assert_eq!(
+            error.to_string(),
+            "Kubernetes API request failed: secrets \"t\" is forbidden: unable to create new content in namespace ns because it is being terminated (403 Forbidden)"
+        );
+        assert!(!error.to_string().contains("Status {"));
     }
 
     #[test]

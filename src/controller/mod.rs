@@ -16,7 +16,7 @@ mod sweeper;
 mod undecodable;
 
 pub use context::{Config, Context};
-pub use error::{Error, Result};
+pub use error::{Error, Result, readable};
 
 use std::{
     future::Future,

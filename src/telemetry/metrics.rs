@@ -189,6 +189,7 @@ impl Metrics {
         );
         let objects = Deferred::default();
         registry.register_collector(Box::new(objects.clone()));
+        registry.register_collector(Box::new(super::process::ProcessMetrics));
         Self {
             registry,
             heap_allocated,
@@ -347,5 +348,19 @@ mod tests {
         assert!(
             text.contains(r#"tokensmith_reconcile_duration_seconds_count{kind="AccessToken"} 2"#)
         );
+    }
+
+    #[test]
+    fn the_process_and_the_build_are_described() {
+        let text = Metrics::new().render();
+        for series in [
+            "tokensmith_build_info{version=",
+            "tokensmith_process_cpu_seconds_total ",
+            "tokensmith_process_resident_memory_bytes ",
+            "tokensmith_process_open_fds ",
+            "tokensmith_process_start_time_seconds ",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod endpoint;
 mod json;
 pub mod metrics;
+mod process;
 
 pub use endpoint::ReadyProbe;
 pub use metrics::{Metrics, TokenEvent};

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::{
     api::{RolloutRestartTarget, WorkloadKind},
-    controller::{MANAGER, conditions::Readiness},
+    controller::{MANAGER, conditions::Readiness, readable},
 };
 
 /// The annotation on a workload that lets AccessTokens restart it: their
@@ -86,7 +86,7 @@ where
     let meta = match api.get_metadata_opt(name).await {
         Ok(Some(found)) => found.metadata,
         Ok(None) => return Outcome::Missing,
-        Err(error) => return Outcome::Failed(error.to_string()),
+        Err(error) => return Outcome::Failed(readable(&error)),
     };
     let allowed = meta
         .annotations
@@ -109,7 +109,7 @@ where
     match api.patch(name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => Outcome::Restarted,
         Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Missing,
-        Err(error) => Outcome::Failed(error.to_string()),
+        Err(error) => Outcome::Failed(readable(&error)),
     }
 }
 
