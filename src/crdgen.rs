@@ -49,3 +49,25 @@ pub fn write_all(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Short names other operators people run beside this one already use
+    /// (Argo CD: Application, AppProject, ApplicationSet); `kubectl get app`
+    /// must keep meaning Argo CD's.
+    const TAKEN: &[&str] = &["app", "apps", "appproj", "appset"];
+
+    #[test]
+    fn short_names_are_our_own() {
+        let mut ours = Vec::new();
+        for crd in crate::api::crds() {
+            let names = crd.spec.names.short_names.unwrap_or_default();
+            for name in &names {
+                assert!(!TAKEN.contains(&name.as_str()), "{name} is taken");
+            }
+            ours.extend(names);
+        }
+        ours.sort();
+        assert_eq!(ours, ["appreg", "atk", "ctki", "tki"]);
+    }
+}

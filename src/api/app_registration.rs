@@ -18,7 +18,7 @@ use super::{Conditions, Duration, IssuerRef, SecretTemplate};
     validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: the operator writes it into label values"),
     doc = "An OAuth 2.0 client registration: tokensmith writes its client id and secret to a Secret and issues it access tokens at the token endpoint.",
     namespaced,
-    shortname = "app",
+    shortname = "appreg",
     category = "tokensmith",
     status = "AppRegistrationStatus",
     printcolumn(
