@@ -357,8 +357,6 @@ pub trait Issuer:
     fn issuer_status(&self) -> Option<&IssuerStatus>;
     /// `None` for a TokenIssuer: it serves its own namespace only.
     fn namespace_selector(&self) -> Option<&LabelSelector>;
-    /// The API of this very object (namespaced or not).
-    fn api(&self, client: kube::Client) -> kube::Api<Self>;
 }
 
 impl Issuer for TokenIssuer {
@@ -372,10 +370,6 @@ impl Issuer for TokenIssuer {
     fn namespace_selector(&self) -> Option<&LabelSelector> {
         None
     }
-    fn api(&self, client: kube::Client) -> kube::Api<Self> {
-        let namespace = kube::ResourceExt::namespace(self).unwrap_or_default();
-        kube::Api::namespaced(client, &namespace)
-    }
 }
 
 impl Issuer for ClusterTokenIssuer {
@@ -388,8 +382,5 @@ impl Issuer for ClusterTokenIssuer {
     }
     fn namespace_selector(&self) -> Option<&LabelSelector> {
         self.spec.namespace_selector.as_ref()
-    }
-    fn api(&self, client: kube::Client) -> kube::Api<Self> {
-        kube::Api::all(client)
     }
 }

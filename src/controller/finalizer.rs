@@ -10,13 +10,12 @@ use std::sync::Arc;
 use kube::{
     Resource, ResourceExt,
     api::{Patch, PatchParams},
-    core::Request,
     runtime::controller::Action,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use super::{Context, MANAGER, Result};
+use super::{Context, MANAGER, Result, patch::patch_object};
 
 /// What a reconcile is asked to do.
 pub enum Event<K> {
@@ -54,7 +53,7 @@ where
                 ]))
                 .expect("a valid JSON patch"),
             );
-            match patch_object(ctx, object.as_ref(), &PatchParams::default(), &patch).await {
+            match patch_object(ctx, object.as_ref(), None, &PatchParams::default(), &patch).await {
                 Ok(_) => Ok(action),
                 // Gone already: nothing holds it any more.
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
@@ -68,7 +67,7 @@ where
                 "metadata": { "name": object.name_any(), "finalizers": [name] },
             });
             let params = PatchParams::apply(MANAGER).force();
-            match patch_object(ctx, object.as_ref(), &params, &Patch::Apply(&body)).await {
+            match patch_object(ctx, object.as_ref(), None, &params, &Patch::Apply(&body)).await {
                 Ok(updated) => reconcile(Event::Apply(Arc::new(updated))).await,
                 // Deleted meanwhile: its deletion is the next thing to handle.
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
@@ -76,22 +75,4 @@ where
             }
         }
     }
-}
-
-/// Patches `object` (namespaced or not) and returns what the API server stored.
-async fn patch_object<K, P>(
-    ctx: &Context,
-    object: &K,
-    params: &PatchParams,
-    patch: &Patch<P>,
-) -> kube::Result<K>
-where
-    K: Resource<DynamicType = ()> + DeserializeOwned + std::fmt::Debug,
-    P: Serialize + std::fmt::Debug,
-{
-    let url = K::url_path(&(), object.namespace().as_deref());
-    let request = Request::new(url)
-        .patch(&object.name_any(), params, patch)
-        .map_err(kube::Error::BuildRequest)?;
-    ctx.client.request::<K>(request).await
 }

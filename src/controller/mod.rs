@@ -9,6 +9,7 @@ mod finalizer;
 pub mod issuer;
 mod managed_secret;
 pub mod object_metrics;
+mod patch;
 pub mod refresh_chains;
 pub mod revocation;
 mod status;

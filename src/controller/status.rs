@@ -7,9 +7,9 @@ use std::{fmt::Debug, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
-    Resource, ResourceExt,
+    Resource,
     api::{Patch, PatchParams},
-    core::{Request, object::HasStatus},
+    core::object::HasStatus,
     runtime::{controller::Action, events::EventType},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,6 +19,7 @@ use tracing::warn;
 use super::{
     Context, MANAGER, Result,
     conditions::{Readiness, ready_condition, with_ready},
+    patch::patch_object,
 };
 use crate::{
     api::{AccessTokenStatus, AppRegistrationStatus, IssuerStatus, reason::ISSUER_NOT_READY},
@@ -101,21 +102,13 @@ pub async fn apply_status<K: WithStatus>(
     if object.status() == Some(desired) {
         return Ok(());
     }
-    let url = K::url_path(&(), object.namespace().as_deref());
     let body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": desired,
     });
-    let request = Request::new(url)
-        .patch_subresource(
-            "status",
-            &object.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .map_err(kube::Error::BuildRequest)?;
-    ctx.client.request::<K>(request).await?;
+    let params = PatchParams::apply(MANAGER).force();
+    patch_object(ctx, object, Some("status"), &params, &Patch::Apply(&body)).await?;
     Ok(())
 }
 
