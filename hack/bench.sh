@@ -17,7 +17,8 @@ rm -rf target/scale
 mkdir -p target/scale
 started=$SECONDS
 cargo bench --locked --bench token_service | tee target/scale/token-service.txt
-env -u TOKENSMITH_TEST_KUBECONFIG TOKENSMITH_SCALE_STEPS="$steps" \
+# The operator logs as the chart's default has it (info), not at the tests' debug.
+env -u TOKENSMITH_TEST_KUBECONFIG TOKENSMITH_SCALE_STEPS="$steps" TOKENSMITH_TEST_LOG_LEVEL=info \
   cargo test --locked --release --test scale -- --nocapture
 seconds=$((SECONDS - started))
 

@@ -70,8 +70,28 @@ import (
 EOF
 }
 
+# promtool (the tests evaluate the chart's alert rules with it), cached in a
+# folder of its own so that a new Prometheus version rebuilds only promtool,
+# and copied beside the control plane's binaries. The service-discovery
+# plugins promtool links by default are left out (remove_all_sd): the tests
+# use `promtool test rules` and `check rules` only.
+build_promtool() {
+  local dir="$cache_root/prometheus-$PROMETHEUS_VERSION"
+  if [ ! -x "$dir/promtool" ]; then
+    local started
+    started=$(date +%s)
+    log "go install promtool (prometheus $PROMETHEUS_VERSION)"
+    mkdir -p "$dir"
+    CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -tags remove_all_sd -ldflags "-s -w" \
+      "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+    log "promtool built in $(($(date +%s) - started)) s"
+  fi
+  cmp -s "$dir/promtool" "$bin/promtool" 2>/dev/null || cp "$dir/promtool" "$bin/promtool"
+}
+
 build() {
   if [ -f "$bin/.stamp" ] && [ "$(cat "$bin/.stamp")" = "$stamp_text" ]; then
+    build_promtool
     log "binaries for $stamp_text are cached in $bin"
     echo "$bin"
     return
@@ -113,6 +133,7 @@ build() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 
   echo "$stamp_text" >"$bin/.stamp"
+  build_promtool
   log "built in $(($(date +%s) - started)) s"
   echo "$bin"
 }

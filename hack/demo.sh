@@ -62,7 +62,7 @@ curl -fsS "http://127.0.0.1:$metrics_port/readyz" >/dev/null || { tail -20 "$dir
 kubectl get configmap tokensmith-ca -n tokensmith-system -o jsonpath='{.data.ca\.crt}' >"$dir/ca.crt"
 
 say "applying examples/ (issuer URLs pointed at this token service)"
-for example in examples/*.yaml; do
+for example in examples/without-chart/*.yaml examples/*.yaml; do
   echo "---"
   sed "s#https://tokensmith.tokensmith-system.svc#$public#" "$example"
 done | kubectl apply -f -

@@ -7,29 +7,72 @@ use kube::ResourceExt;
 const HEADER: &str =
     "# Generated from the Rust types by `tokensmith crdgen`; do not edit by hand.\n";
 
-/// Folders that hold a copy of the generated CRDs, relative to the repository root.
-pub const CRD_FOLDERS: &[&str] = &["crds", "charts/tokensmith/crds"];
+/// Where the generated CRDs go, relative to the repository root, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrdFolder {
+    /// Plain manifests for `kubectl apply`.
+    Plain(&'static str),
+    /// Templates of the Helm chart: rendered when `crds.enabled`, kept on
+    /// uninstall when `crds.keep`, labelled as the release's objects (so a
+    /// `helm upgrade` upgrades them, which the chart's `crds/` folder never
+    /// does).
+    Chart(&'static str),
+}
 
-/// Each CRD as (file name, YAML text).
-pub fn render() -> Vec<(String, String)> {
+impl CrdFolder {
+    pub fn path(self) -> &'static str {
+        match self {
+            CrdFolder::Plain(path) | CrdFolder::Chart(path) => path,
+        }
+    }
+}
+
+/// Folders that hold a copy of the generated CRDs.
+pub const CRD_FOLDERS: &[CrdFolder] = &[
+    CrdFolder::Plain("crds"),
+    CrdFolder::Chart("charts/tokensmith/templates/crds"),
+];
+
+/// Each CRD as (file name, YAML text) for `folder`.
+pub fn render(folder: CrdFolder) -> Vec<(String, String)> {
     crate::api::crds()
         .into_iter()
         .map(|crd| {
             let file = format!("{}.yaml", crd.name_any());
             let yaml = serde_yaml::to_string(&crd).expect("a CRD always serializes");
-            (file, format!("{HEADER}{yaml}"))
+            let text = match folder {
+                CrdFolder::Plain(_) => format!("{HEADER}{yaml}"),
+                CrdFolder::Chart(_) => chart_template(&yaml),
+            };
+            (file, text)
         })
         .collect()
 }
 
-/// Writes every CRD into each of `folders` under `root` that exists (the
-/// chart's folder exists only once the chart does), replacing stale files.
+/// `yaml` (one CRD) as a template of the chart.
+fn chart_template(yaml: &str) -> String {
+    // Helm would take it for a template action.
+    assert!(!yaml.contains("{{"), "a CRD's text holds `{{{{`");
+    let name_line = yaml
+        .lines()
+        .find(|l| l.starts_with("  name: "))
+        .expect("a CRD has a name");
+    let metadata = format!(
+        "metadata:\n{name_line}\n  labels:\n    {{{{- include \"tokensmith.labels\" . | nindent 4 }}}}\n  {{{{- if .Values.crds.keep }}}}\n  annotations:\n    helm.sh/resource-policy: keep\n  {{{{- end }}}}\n"
+    );
+    let body = yaml.replacen(&format!("metadata:\n{name_line}\n"), &metadata, 1);
+    assert_ne!(body, yaml, "the CRD's metadata is its name alone");
+    format!("{HEADER}{{{{- if .Values.crds.enabled }}}}\n{body}{{{{- end }}}}\n")
+}
+
+/// Writes every CRD into each of [`CRD_FOLDERS`] under `root` whose parent
+/// exists (the chart's exists only once the chart does), replacing stale
+/// files.
 pub fn write_all(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let rendered = render();
     let mut written = Vec::new();
     for folder in CRD_FOLDERS {
-        let dir = root.join(folder);
-        if *folder != "crds" && !dir.exists() {
+        let dir = root.join(folder.path());
+        if !dir.parent().is_some_and(Path::exists) {
             continue;
         }
         std::fs::create_dir_all(&dir)?;
@@ -41,7 +84,7 @@ pub fn write_all(root: &Path) -> std::io::Result<Vec<PathBuf>> {
                 std::fs::remove_file(&path)?;
             }
         }
-        for (file, yaml) in &rendered {
+        for (file, yaml) in render(*folder) {
             let path = dir.join(file);
             std::fs::write(&path, yaml)?;
             written.push(path);

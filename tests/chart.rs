@@ -87,12 +87,21 @@ fn render(values: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The documents of `yaml`, and the default ClusterTokenIssuer the chart
+/// hands the operator in a ConfigMap (validated like the rest).
 fn documents(yaml: &str) -> Vec<Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
+    let mut docs: Vec<Value> = serde_yaml::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).unwrap())
         .filter(|doc| !doc.is_null())
-        .collect()
+        .collect();
+    let handed_over: Vec<Value> = docs
+        .iter()
+        .filter_map(|d| d["data"]["default-issuer.yaml"].as_str())
+        .map(|text| serde_yaml::from_str(text).expect("the default issuer is YAML"))
+        .collect();
+    docs.extend(handed_over);
+    docs
 }
 
 /// Runs kubeconform -strict on `file` with schemas for its kinds; its JSON summary.
@@ -174,6 +183,27 @@ fn rendered_templates_pass_kubeconform_strict() {
             "rbac.create=false",
             "serviceAccount.create=false",
             "metrics.enabled=false",
+            "crds.enabled=false",
+        ],
+        vec![
+            "networkPolicy.enabled=true",
+            "metrics.grafanaDashboard.enabled=true",
+            "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "commonLabels.team=platform",
+            "deploymentAnnotations.owner=platform",
+            "strategy.type=Recreate",
+            "topologySpreadConstraints[0].maxSkew=1",
+            "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+            "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=http://proxy:3128",
+            "extraVolumes[0].name=extra",
+            "extraVolumes[0].emptyDir.medium=Memory",
+            "extraVolumeMounts[0].name=extra",
+            "extraVolumeMounts[0].mountPath=/extra",
+            "livenessProbe.periodSeconds=20",
+            "podDisruptionBudget.minAvailable=2",
+            "replicaCount=3",
         ],
     ]
     .iter()
@@ -183,7 +213,11 @@ fn rendered_templates_pass_kubeconform_strict() {
         let docs = documents(&rendered);
         assert!(docs.iter().any(|d| d["kind"] == "Deployment"), "{values:?}");
         let file = dir.join(format!("chart-{}-{i}.yaml", std::process::id()));
-        std::fs::write(&file, &rendered).unwrap();
+        let all: String = docs
+            .iter()
+            .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+            .collect();
+        std::fs::write(&file, all).unwrap();
         let (valid, summary) = kubeconform(&file, &docs);
         assert!(valid, "kubeconform -strict {values:?}: {summary}");
         assert!(
@@ -260,6 +294,92 @@ async fn service_account_kubeconfig(
     path
 }
 
+/// The values schema and the chart's own checks refuse what cannot work,
+/// saying which value is wrong.
+#[test]
+fn bad_values_fail_to_render_and_say_which() {
+    let chart = chart();
+    let version = kubernetes_version();
+    for (value, says) in [
+        ("replicaCount=two", "/replicaCount"),
+        ("replicaCount=0", "/replicaCount"),
+        ("logFormat=xml", "/logFormat"),
+        (
+            "defaultIssuer.spec.algorithm=HS256",
+            "/defaultIssuer/spec/algorithm",
+        ),
+        (
+            "tokenService.publicURL=http://plain.example.com",
+            "/tokenService/publicURL",
+        ),
+        ("image.digest=latest", "/image/digest"),
+        ("replicaCont=2", "replicaCont"),
+        ("metrics.serviceMonitor.intervall=1m", "intervall"),
+        (
+            "leaderElection.enabled=false",
+            "needs leaderElection.enabled",
+        ),
+    ] {
+        let output = tool(
+            "helm",
+            &[
+                "template",
+                "tokensmith",
+                chart.to_str().unwrap(),
+                "--kube-version",
+                &version,
+                "--set",
+                value,
+            ],
+        );
+        let said = text(&output);
+        assert!(!output.status.success(), "{value} renders:\n{said}");
+        assert!(said.contains(says), "{value}: {said}");
+    }
+    // One replica without leader election is fine.
+    render(&["replicaCount=1", "leaderElection.enabled=false"]);
+}
+
+/// The monitoring objects render only where their CRDs are installed.
+#[test]
+fn monitoring_objects_need_their_crds() {
+    let values = [
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ];
+    let kinds = |docs: Vec<Value>| -> Vec<String> {
+        docs.iter()
+            .filter_map(|d| d["kind"].as_str().map(str::to_string))
+            .filter(|k| k == "ServiceMonitor" || k == "PrometheusRule")
+            .collect()
+    };
+    assert!(kinds(documents(&render(&values))).is_empty());
+    let chart = chart();
+    let version = kubernetes_version();
+    let mut args = vec![
+        "template",
+        "tokensmith",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        &version,
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    ];
+    for value in &values {
+        args.extend(["--set", value]);
+    }
+    let output = tool("helm", &args);
+    assert!(output.status.success(), "{}", text(&output));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let mut rendered = kinds(docs.clone());
+    rendered.sort();
+    assert_eq!(rendered, ["PrometheusRule", "ServiceMonitor"]);
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+}
+
 #[tokio::test]
 async fn installs_and_its_rbac_is_enough_and_no_more() {
     let client = control_plane().client().await;
@@ -278,6 +398,11 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
             &release_ns.name,
             "--set",
             &format!("defaultIssuer.name={issuer}"),
+            // The suite installed the CRDs (as a cluster whose CRDs are
+            // managed apart from the chart); tests/helm_lifecycle.rs
+            // installs them with the chart.
+            "--set",
+            "crds.enabled=false",
         ],
     );
     assert!(
@@ -340,6 +465,12 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         }
         granted.push(("patch", resource, &status[..]));
     }
+    // The default issuer the chart hands over is created by the operator.
+    granted.push((
+        "create",
+        "clustertokenissuers.tokensmith.dev".into(),
+        &all[..],
+    ));
     for verb in ["get", "list", "watch", "create", "patch", "delete"] {
         granted.push((verb, "secrets".into(), &elsewhere[..]));
     }
@@ -400,7 +531,12 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
     // And the RBAC suffices: the operator, running with the chart's
     // ServiceAccount, does the whole job.
     let kubeconfig = service_account_kubeconfig(&client, &release_ns.name, &fullname).await;
-    let operator = Operator::start_as(&kubeconfig, &release_ns.name, &[]);
+    let default_issuer = support::chart_default_issuer(&release_ns.name, &fullname);
+    let operator = Operator::start_as(
+        &kubeconfig,
+        &release_ns.name,
+        &["--default-issuer", default_issuer.to_str().unwrap()],
+    );
     let issuers: Api<ClusterTokenIssuer> = Api::all(client.clone());
     wait_for(
         &issuers,
@@ -461,6 +597,22 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         "the operator was refused something:\n{log}"
     );
 
+    // The operator applied the default issuer, so the release does not
+    // delete it (README: Uninstalling); this test does.
+    issuers.delete(&issuer, &Default::default()).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the chart's issuer to be gone",
+        || async {
+            issuers
+                .get_opt(&issuer)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     let uninstalled = uninstall();
     assert!(
         uninstalled.status.success(),

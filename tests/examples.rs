@@ -1,5 +1,7 @@
-//! Every manifest in `examples/` is accepted by the API server as it is, and
-//! the operator makes every resource in them Ready.
+//! Every manifest in `examples/` (and `examples/without-chart/`, the
+//! ClusterTokenIssuer the chart otherwise installs) is accepted by the API
+//! server as it is, and the operator makes every resource in them Ready.
+//! tests/helm_lifecycle.rs applies `examples/` against the chart's defaults.
 
 mod support;
 
@@ -13,6 +15,7 @@ async fn examples_pass_server_side_validation_then_become_ready() {
     let client = control_plane().client().await;
     let ns = TestNamespace::create(&client, "examples").await;
     let dir = support::repo_root().join("examples");
+    let without_chart = dir.join("without-chart");
     let output = control_plane().kubectl(&[
         "apply",
         "--dry-run=server",
@@ -20,6 +23,8 @@ async fn examples_pass_server_side_validation_then_become_ready() {
         &ns.name,
         "-f",
         dir.to_str().unwrap(),
+        "-f",
+        without_chart.to_str().unwrap(),
     ]);
     for kind in [
         "clustertokenissuer",
@@ -30,7 +35,15 @@ async fn examples_pass_server_side_validation_then_become_ready() {
         assert!(output.contains(kind), "{kind} missing from:\n{output}");
     }
 
-    control_plane().kubectl(&["apply", "-n", &ns.name, "-f", dir.to_str().unwrap()]);
+    control_plane().kubectl(&[
+        "apply",
+        "-n",
+        &ns.name,
+        "-f",
+        without_chart.to_str().unwrap(),
+        "-f",
+        dir.to_str().unwrap(),
+    ]);
     let waited = control_plane().kubectl_output(&[
         "wait",
         "-n",

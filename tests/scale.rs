@@ -205,7 +205,9 @@ async fn figures_at_scale() {
         "| reference: plain Secret creates, 32 at a time | {plain:.1} Secrets/s | | |"
     ));
     let text = format!(
-        "Operator: one replica, logging at debug as in the tests. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n\n{}\n",
+        "Operator: one replica, log level `{}`. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n\n{}\n",
+        std::env::var("TOKENSMITH_TEST_LOG_LEVEL")
+            .unwrap_or_else(|_| "info,tokensmith=debug".into()),
         lines.join("\n"),
         more.join("\n")
     );
@@ -255,8 +257,11 @@ async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -
     second.http().await;
     let serving = started.elapsed();
     let rechecked = loop {
-        let done = second.log_text().matches("reconciled").count();
-        if done >= tokens || started.elapsed() > Duration::from_secs(600) {
+        let done = second
+            .sample("tokensmith_reconciles_total{kind=\"AccessToken\",result=\"ok\"}")
+            .await
+            .unwrap_or(0.0);
+        if done >= tokens as f64 || started.elapsed() > Duration::from_secs(600) {
             break started.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -63,7 +63,7 @@ pub async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(*args).await,
         Command::Crdgen { write: None } => {
-            for (_, yaml) in crate::crdgen::render() {
+            for (_, yaml) in crate::crdgen::render(crate::crdgen::CRD_FOLDERS[0]) {
                 print!("---\n{yaml}");
             }
             Ok(())

@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// Revoking is never refused.
     #[arg(long, env = "TOKENSMITH_REVOCATION_QUOTA", default_value_t = 1000)]
     revocation_quota: usize,
+    /// A ClusterTokenIssuer manifest (YAML) the leader applies at start
+    /// whenever the cluster's differs (the Helm chart's default issuer).
+    /// It is never deleted by the operator.
+    #[arg(long, env = "TOKENSMITH_DEFAULT_ISSUER")]
+    default_issuer: Option<std::path::PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
     #[arg(
         long,
@@ -127,11 +132,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .instance
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let default_issuer = args
+        .default_issuer
+        .as_deref()
+        .map(controller::default_issuer::load)
+        .transpose()?;
     let config = controller::Config {
         namespace: args.namespace,
         instance: args.instance,
         public_url,
         revocation_quota: args.revocation_quota,
+        default_issuer,
     };
     // One watch per kind for the whole process, shared by the token service
     // (every replica) and the reconcilers (the leader).

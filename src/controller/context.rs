@@ -15,6 +15,7 @@ use kube::{
 
 use super::{
     error::is_namespace_terminating,
+    own_writes::OwnWrites,
     revocation::{RevocationCounts, RevocationStore},
 };
 use crate::{
@@ -37,6 +38,8 @@ pub struct Config {
     /// Revocation entries one namespace may hold before its AccessTokens
     /// stop minting (revoking is never refused).
     pub revocation_quota: usize,
+    /// A ClusterTokenIssuer to keep in place (`--default-issuer`).
+    pub default_issuer: Option<crate::api::ClusterTokenIssuer>,
 }
 
 /// What every reconcile shares. The caches are those of the process's
@@ -56,6 +59,8 @@ pub struct Context {
     /// The issuers' keyrings, from the watched key Secrets.
     pub keyrings: Keyrings,
     pub metrics: Arc<Metrics>,
+    /// What the operator wrote moments ago, so its echo triggers nothing.
+    pub own_writes: Arc<OwnWrites>,
 }
 
 impl Context {
@@ -85,6 +90,7 @@ impl Context {
             },
             keyrings: watches.keyrings.clone(),
             metrics,
+            own_writes: OwnWrites::new(),
         })
     }
 

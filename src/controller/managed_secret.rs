@@ -101,7 +101,8 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
     match state {
         SecretState::Ours(meta) => {
             secret.metadata.uid = meta.uid.clone();
-            apply(&api, &secret).await?;
+            let stored = apply(&api, &secret).await?;
+            ctx.own_writes.wrote(&stored.metadata);
         }
         SecretState::Absent => {
             let params = PostParams {
@@ -109,7 +110,7 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
                 ..PostParams::default()
             };
             match api.create(&params, &secret).await {
-                Ok(_) => {}
+                Ok(stored) => ctx.own_writes.wrote(&stored.metadata),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     let owner_uid = secret
                         .metadata

@@ -4,11 +4,13 @@ pub mod access_token;
 pub mod app_registration;
 mod conditions;
 mod context;
+pub mod default_issuer;
 mod error;
 mod finalizer;
 pub mod issuer;
 mod managed_secret;
 pub mod object_metrics;
+mod own_writes;
 mod patch;
 pub mod refresh_chains;
 pub mod revocation;
@@ -152,6 +154,9 @@ pub async fn run(
         }
         _ = &mut managed_watch => anyhow::bail!("the watch of managed Secrets ended"),
         _ = shutdown.clone() => return Ok(()),
+    }
+    if let Some(issuer) = &ctx.config.default_issuer {
+        default_issuer::keep(&ctx, issuer).await;
     }
     info!(namespace = %ctx.config.namespace, "controllers starting");
     let token_issuers =

@@ -31,5 +31,7 @@ where
         None => request.patch(&name, params, patch),
     }
     .map_err(kube::Error::BuildRequest)?;
-    ctx.client.request::<K>(request).await
+    let stored = ctx.client.request::<K>(request).await?;
+    ctx.own_writes.wrote(stored.meta());
+    Ok(stored)
 }

@@ -70,6 +70,15 @@ pub fn private_control_plane() -> &'static ControlPlane {
     })
 }
 
+/// A control plane of this test binary's own without the CRDs, for tests
+/// of what installs them (the Helm chart).
+pub fn bare_control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| ControlPlane {
+        kubeconfig: start_own_control_plane(None),
+        bin_dir: PathBuf::from(run_script(&["bin-dir"]).trim()),
+    })
+}
+
 impl ControlPlane {
     fn with_crds(kubeconfig: PathBuf) -> Self {
         let bin_dir = PathBuf::from(run_script(&["bin-dir"]).trim());
@@ -320,4 +329,23 @@ pub fn python(script: &str, args: &[&str]) -> Result<serde_json::Value, String> 
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
     serde_json::from_slice(&output.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
+}
+
+/// The default issuer manifest the chart hands the operator, as a file.
+pub fn chart_default_issuer(release_ns: &str, fullname: &str) -> PathBuf {
+    let text = control_plane().kubectl(&[
+        "get",
+        "configmap",
+        &format!("{fullname}-default-issuer"),
+        "-n",
+        release_ns,
+        "-o",
+        "jsonpath={.data.default-issuer\\.yaml}",
+    ]);
+    assert!(text.contains("kind: ClusterTokenIssuer"), "{text}");
+    let path = repo_root()
+        .join("target/tmp")
+        .join(format!("default-issuer-{release_ns}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -39,6 +39,12 @@ pub fn shared_operator() -> &'static Operator {
     OPERATOR.get_or_init(|| Operator::start(&[]))
 }
 
+/// The operator's log filter: the tests read its debug lines; the
+/// benchmarks set `TOKENSMITH_TEST_LOG_LEVEL=info`, the chart's default.
+fn log_level() -> String {
+    std::env::var("TOKENSMITH_TEST_LOG_LEVEL").unwrap_or_else(|_| "info,tokensmith=debug".into())
+}
+
 impl Operator {
     /// Starts `tokensmith run` with the operator's own identity and `extra` arguments.
     pub fn start(extra: &[&str]) -> Self {
@@ -82,12 +88,7 @@ impl Operator {
             .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args([
-                "--namespace",
-                namespace,
-                "--log-level",
-                "info,tokensmith=debug",
-            ])
+            .args(["--namespace", namespace, "--log-level", &log_level()])
             .args([
                 "--listen-address",
                 &format!("127.0.0.1:{port}"),

@@ -57,34 +57,40 @@ pub fn controller(
     let tokens = watches.access_tokens.store();
     let (for_token_issuers, for_cluster_issuers, for_apps) =
         (tokens.clone(), tokens.clone(), tokens.clone());
-    let controller = Controller::for_shared_stream(watches.access_tokens.subscribe(), tokens)
-        .owns_shared_stream(managed_secrets.subscribe())
-        .watches_shared_stream(
-            watches.token_issuers.subscribe(),
-            move |issuer: Arc<TokenIssuer>| {
-                tokens_using(
-                    &for_token_issuers,
-                    IssuerKind::TokenIssuer,
-                    issuer.namespace(),
-                    &issuer.name_any(),
-                )
-            },
-        )
-        .watches_shared_stream(
-            watches.cluster_issuers.subscribe(),
-            move |issuer: Arc<ClusterTokenIssuer>| {
-                tokens_using(
-                    &for_cluster_issuers,
-                    IssuerKind::ClusterTokenIssuer,
-                    None,
-                    &issuer.name_any(),
-                )
-            },
-        )
-        .watches_shared_stream(
-            watches.apps.subscribe(),
-            move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
-        );
+    // The echoes of its own writes (finalizer, Secret, status) trigger
+    // nothing: the reconcile that wrote them decided on what they hold.
+    let own = &ctx.own_writes;
+    let controller = Controller::for_shared_stream(
+        own.without_echoes(watches.access_tokens.subscribe()),
+        tokens,
+    )
+    .owns_shared_stream(own.without_echoes(managed_secrets.subscribe()))
+    .watches_shared_stream(
+        watches.token_issuers.subscribe(),
+        move |issuer: Arc<TokenIssuer>| {
+            tokens_using(
+                &for_token_issuers,
+                IssuerKind::TokenIssuer,
+                issuer.namespace(),
+                &issuer.name_any(),
+            )
+        },
+    )
+    .watches_shared_stream(
+        watches.cluster_issuers.subscribe(),
+        move |issuer: Arc<ClusterTokenIssuer>| {
+            tokens_using(
+                &for_cluster_issuers,
+                IssuerKind::ClusterTokenIssuer,
+                None,
+                &issuer.name_any(),
+            )
+        },
+    )
+    .watches_shared_stream(
+        watches.apps.subscribe(),
+        move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
+    );
     super::run_controller(
         controller,
         ctx,

@@ -54,37 +54,39 @@ pub fn controller(
     let apps = watches.apps.store();
     let operator_namespace = ctx.config.namespace.clone();
     let for_chains = apps.clone();
-    let controller = Controller::for_shared_stream(watches.apps.subscribe(), apps.clone())
-        .owns_shared_stream(managed_secrets.subscribe())
-        // A new refresh chain is a new thing to prune once it expires: its app
-        // (named by client id) looks at it.
-        .watches_shared_stream(
-            managed_secrets.subscribe(),
-            move |chain: Arc<PartialObjectMeta<Secret>>| {
-                if chain.namespace().as_deref() != Some(operator_namespace.as_str()) {
-                    return Vec::new();
-                }
-                let Some(client_id) = chain.labels().get(CHAIN_CLIENT_LABEL).cloned() else {
-                    return Vec::new();
-                };
-                for_chains
-                    .state()
-                    .iter()
-                    .filter(|a| a.uid().as_ref() == Some(&client_id))
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        // An app waiting for its issuer (created with it, say) goes on as soon
-        // as the issuer is ready, not at its next retry.
-        .watches_shared_stream(
-            watches.cluster_issuers.subscribe(),
-            apps_of::<ClusterTokenIssuer>(apps.clone()),
-        )
-        .watches_shared_stream(
-            watches.token_issuers.subscribe(),
-            apps_of::<TokenIssuer>(apps),
-        );
+    let own = &ctx.own_writes;
+    let controller =
+        Controller::for_shared_stream(own.without_echoes(watches.apps.subscribe()), apps.clone())
+            .owns_shared_stream(own.without_echoes(managed_secrets.subscribe()))
+            // A new refresh chain is a new thing to prune once it expires: its app
+            // (named by client id) looks at it.
+            .watches_shared_stream(
+                managed_secrets.subscribe(),
+                move |chain: Arc<PartialObjectMeta<Secret>>| {
+                    if chain.namespace().as_deref() != Some(operator_namespace.as_str()) {
+                        return Vec::new();
+                    }
+                    let Some(client_id) = chain.labels().get(CHAIN_CLIENT_LABEL).cloned() else {
+                        return Vec::new();
+                    };
+                    for_chains
+                        .state()
+                        .iter()
+                        .filter(|a| a.uid().as_ref() == Some(&client_id))
+                        .map(|a| ObjectRef::from_obj(a.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            // An app waiting for its issuer (created with it, say) goes on as soon
+            // as the issuer is ready, not at its next retry.
+            .watches_shared_stream(
+                watches.cluster_issuers.subscribe(),
+                apps_of::<ClusterTokenIssuer>(apps.clone()),
+            )
+            .watches_shared_stream(
+                watches.token_issuers.subscribe(),
+                apps_of::<TokenIssuer>(apps),
+            );
     super::run_controller(
         controller,
         ctx,

@@ -232,7 +232,8 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
             &secret_name,
             &plan.keyring,
         )?;
-        managed_secret::apply(&secrets, &secret).await?;
+        let stored = managed_secret::apply(&secrets, &secret).await?;
+        ctx.own_writes.wrote(&stored.metadata);
         let active = plan.keyring.active().map(|k| k.kid.clone());
         if previous_active.is_some() && previous_active != active {
             let note = format!(
