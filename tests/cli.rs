@@ -95,7 +95,12 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
     assert!((7100..=7200).contains(&expires_in), "{expires_in}");
 
     let missing = tokensmith(&["token", "show", "nope", "-n", &ns.name], None);
-    assert!(!missing.status.success());
+    assert_eq!(
+        missing.status.code(),
+        Some(4),
+        "not found: {}",
+        said(&missing)
+    );
     assert!(said(&missing).contains(&format!("AccessToken {}/nope not found", ns.name)));
 
     // verify: from the Secret, and from standard input, against the JWKS
@@ -139,7 +144,7 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
     assert!(piped.status.success(), "{}", said(&piped));
     // A raw token names its own issuer; that is not trusted.
     let unpinned = tokensmith(&["token", "verify", "--ca-file", ca], Some(&jwt));
-    assert!(!unpinned.status.success());
+    assert_eq!(unpinned.status.code(), Some(3), "could not check");
     assert!(
         said(&unpinned).contains("pass --issuer"),
         "{}",
@@ -170,7 +175,12 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
         &["token", "verify", "--ca-file", ca, "--issuer", &issuer_url],
         Some(&tampered),
     );
-    assert!(!refused.status.success());
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "not valid: {}",
+        said(&refused)
+    );
     assert!(said(&refused).contains("invalid:"), "{}", said(&refused));
     let wrong_audience = tokensmith(
         &[
@@ -211,6 +221,167 @@ async fn show_decodes_without_revealing_and_verify_checks_against_the_jwks() {
         said(&elsewhere)
     );
     let garbage = tokensmith(&["token", "verify"], Some("not a token"));
-    assert!(!garbage.status.success());
+    assert_eq!(garbage.status.code(), Some(1));
     assert!(said(&garbage).contains("not a JWT"), "{}", said(&garbage));
+}
+
+/// Runs the binary with `args` alone (no --kubeconfig added) and `env`.
+fn bare(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokensmith"));
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", "/nonexistent");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test]
+async fn behaves_like_kubectl_namespace_context_output_and_exit_codes() {
+    let served = Served::new("kubectl-like").await;
+    let (client, ns) = (&served.client, &served.ns);
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let spec =
+        json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" }, "scopes": ["read"] });
+    apply(&tokens, "ci", json!({ "spec": spec })).await;
+    wait_reason(&tokens, "ci", "Issued").await;
+
+    // A kubeconfig whose second context names the test's namespace: -n
+    // comes from the context chosen, as kubectl has it.
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap())
+            .unwrap();
+    let mut kubeconfig = admin.clone();
+    let mut context = admin["contexts"][0].clone();
+    context["name"] = json!("team");
+    context["context"]["namespace"] = json!(ns.name);
+    kubeconfig["contexts"].as_array_mut().unwrap().push(context);
+    let path = support::repo_root()
+        .join("target/tmp")
+        .join(format!("kubeconfig-{}", ns.name));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    let path = path.to_str().unwrap();
+
+    let in_context = bare(
+        &[
+            "token",
+            "show",
+            "ci",
+            "--kubeconfig",
+            path,
+            "--context",
+            "team",
+            "-o",
+            "yaml",
+        ],
+        &[],
+    );
+    assert!(in_context.status.success(), "{}", said(&in_context));
+    let view: Value = serde_yaml::from_slice(&in_context.stdout).expect("YAML");
+    assert_eq!(view["accessToken"], format!("{}/ci", ns.name));
+    // The current context has no namespace: "default", where ci is not.
+    let current = bare(&["token", "show", "ci", "--kubeconfig", path], &[]);
+    assert_eq!(current.status.code(), Some(4), "{}", said(&current));
+    assert!(
+        said(&current).contains("AccessToken default/ci not found"),
+        "{}",
+        said(&current)
+    );
+    // $KUBECONFIG is read as kubectl reads it.
+    let from_env = bare(
+        &["token", "list", "--context", "team"],
+        &[("KUBECONFIG", path)],
+    );
+    assert!(from_env.status.success(), "{}", said(&from_env));
+    let listed = String::from_utf8_lossy(&from_env.stdout).to_string();
+    assert!(
+        listed.starts_with("NAME"),
+        "no NAMESPACE column for one namespace: {listed}"
+    );
+    assert!(
+        listed.contains("ci") && listed.contains("True") && listed.contains("Issued"),
+        "{listed}"
+    );
+
+    let all = tokensmith(&["token", "list", "-A", "-o", "json"], None);
+    assert!(all.status.success(), "{}", said(&all));
+    let rows: Vec<Value> = serde_json::from_slice(&all.stdout).unwrap();
+    assert!(
+        rows.iter().any(|r| r["namespace"] == ns.name.as_str()
+            && r["name"] == "ci"
+            && r["ready"] == "True"),
+        "{rows:?}"
+    );
+
+    let version = tokensmith(&["version"], None);
+    let text = said(&version);
+    assert!(version.status.success(), "{text}");
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("kubernetes: v1."),
+        "{text}"
+    );
+    assert!(text.contains("tokensmith.dev/v1alpha1"), "{text}");
+
+    // Short errors, each with its exit code.
+    let no_cluster = bare(&["token", "list"], &[]);
+    let text = said(&no_cluster);
+    assert_eq!(no_cluster.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("no cluster configured") && text.len() < 200,
+        "{text}"
+    );
+    let missing_file = bare(
+        &["token", "list", "--kubeconfig", "/nonexistent/config"],
+        &[],
+    );
+    let text = said(&missing_file);
+    assert_eq!(missing_file.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("/nonexistent/config") && text.len() < 300,
+        "{text}"
+    );
+    let usage = bare(&["token", "show"], &[]);
+    assert_eq!(usage.status.code(), Some(2), "{}", said(&usage));
+
+    // Completions for every shell clap knows; the plugin's help names it
+    // as kubectl users type it.
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let script = bare(&["completion", shell], &[]);
+        assert!(script.status.success(), "{shell}: {}", said(&script));
+        assert!(
+            String::from_utf8_lossy(&script.stdout).contains("renew"),
+            "{shell}"
+        );
+    }
+    let plugin = support::repo_root()
+        .join("target/tmp")
+        .join(format!("plugin-{}", ns.name));
+    std::fs::create_dir_all(&plugin).unwrap();
+    let link = plugin.join("kubectl-tokensmith");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tokensmith"), &link).unwrap();
+    let help = Command::new(&link).arg("--help").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("kubectl tokensmith"),
+        "{}",
+        said(&help)
+    );
+    let path = format!(
+        "{}:{}",
+        plugin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let through_kubectl = Command::new(control_plane().bin_dir.join("kubectl"))
+        .args(["tokensmith", "version", "--client"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        through_kubectl.status.success(),
+        "{}",
+        said(&through_kubectl)
+    );
+    assert!(said(&through_kubectl).contains(env!("CARGO_PKG_VERSION")));
 }

@@ -72,6 +72,18 @@ async fn install_upgrade_and_uninstall_keep_crds_and_keys() {
     let release_ns = TestNamespace::create(&client, "release").await;
     let chart = repo_root().join("charts/tokensmith");
     let release = "ts";
+    // Before the chart, the CLI says what is missing, in one line.
+    let before = std::process::Command::new(env!("CARGO_BIN_EXE_tokensmith"))
+        .args(["token", "list", "-A", "--kubeconfig"])
+        .arg(&cp.kubeconfig)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&before.stderr).to_string();
+    assert_eq!(before.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("CRDs are not installed") && said.lines().count() == 1,
+        "{said}"
+    );
     succeeded(
         "helm install",
         helm(&[

@@ -1,15 +1,16 @@
-//! `tokensmith token show|verify`: what a person needs to look at a token
-//! without copying it around. The token itself is printed only on request.
+//! `tokensmith token show|verify|renew|list`: what a person needs to look
+//! at a token without copying it around. The token itself is printed only on
+//! request. The namespace is `-n`, else the kubeconfig context's, as kubectl
+//! has it.
 
 use std::{io::Read, path::PathBuf};
 
-use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::Api;
 use serde_json::{Value, json};
 
-use super::KubeArgs;
+use super::{Failure, KubeArgs};
 use crate::{
     api::AccessToken,
     controller::access_token::{secret_keys, secret_name},
@@ -30,14 +31,45 @@ pub enum TokenCommand {
     /// valid until it expires (listed in previousTokens), unlike deleting the
     /// Secret, which revokes it. Sets the tokensmith.dev/renew annotation.
     Renew(RenewArgs),
+    /// List AccessTokens: Ready or not, why, and when each expires and renews.
+    List(ListArgs),
+}
+
+/// The namespace flags of kubectl: `-n`, else the context's.
+#[derive(Args)]
+pub struct NamespaceArg {
+    /// The namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+}
+
+impl NamespaceArg {
+    fn resolve(&self, client: &kube::Client) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string())
+    }
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    namespace: NamespaceArg,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 #[derive(Args)]
 pub struct RenewArgs {
     /// The AccessToken's name.
     name: String,
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    #[command(flatten)]
+    namespace: NamespaceArg,
     #[command(flatten)]
     kube: KubeArgs,
 }
@@ -46,14 +78,31 @@ pub struct RenewArgs {
 pub enum Output {
     Text,
     Json,
+    Yaml,
+}
+
+/// Prints `view` as JSON or YAML; false for text, which each command
+/// prints its own way.
+fn printed(output: Output, view: &Value) -> Result<bool, Failure> {
+    let text = match output {
+        Output::Text => return Ok(false),
+        Output::Json => {
+            serde_json::to_string_pretty(view).map_err(|e| Failure::unavailable(e.to_string()))?
+        }
+        Output::Yaml => {
+            serde_yaml::to_string(view).map_err(|e| Failure::unavailable(e.to_string()))?
+        }
+    };
+    println!("{}", text.trim_end());
+    Ok(true)
 }
 
 #[derive(Args)]
 pub struct ShowArgs {
     /// The AccessToken's name.
     name: String,
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    #[command(flatten)]
+    namespace: NamespaceArg,
     /// Print the token too. It is a secret: mind terminals, logs and history.
     #[arg(long)]
     reveal: bool,
@@ -71,9 +120,9 @@ pub struct VerifyArgs {
     /// Take the token from this AccessToken's Secret instead.
     #[arg(long, value_name = "NAME", conflicts_with = "token")]
     access_token: Option<String>,
-    /// Namespace of --access-token.
-    #[arg(short, long, default_value = "default")]
-    namespace: String,
+    /// Namespace of --access-token (default: the context's).
+    #[command(flatten)]
+    namespace: NamespaceArg,
     /// The JWKS to verify with. Default: `<iss>/.well-known/jwks.json` of
     /// the issuer the token names.
     #[arg(long, value_name = "URL")]
@@ -96,17 +145,96 @@ pub struct VerifyArgs {
     kube: KubeArgs,
 }
 
-pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
+pub async fn run(command: TokenCommand) -> Result<(), Failure> {
     match command {
         TokenCommand::Show(args) => show(args).await,
         TokenCommand::Verify(args) => verify(args).await,
         TokenCommand::Renew(args) => renew(args).await,
+        TokenCommand::List(args) => list(args).await,
     }
 }
 
-async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+async fn list(args: ListArgs) -> Result<(), Failure> {
     let client = args.kube.client().await?;
-    let api = Api::<AccessToken>::namespaced(client, &args.namespace);
+    let (api, scope) = if args.all_namespaces {
+        (
+            Api::<AccessToken>::all(client),
+            "every namespace".to_string(),
+        )
+    } else {
+        let namespace = args.namespace.resolve(&client);
+        let scope = format!("namespace {namespace}");
+        (Api::<AccessToken>::namespaced(client, &namespace), scope)
+    };
+    let tokens = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| Failure::from_kube(&format!("AccessTokens in {scope}"), e))?;
+    let now = Timestamp::now();
+    let rows: Vec<Value> = tokens
+        .items
+        .iter()
+        .map(|t| {
+            let status = t.status.clone().unwrap_or_default();
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+            json!({
+                "namespace": t.metadata.namespace,
+                "name": t.metadata.name,
+                "ready": ready.map(|c| c.status.clone()),
+                "reason": ready.map(|c| c.reason.clone()),
+                "expiresAt": status.expires_at.as_ref().map(|x| x.0.to_string()),
+                "renewalTime": status.renewal_time.as_ref().map(|x| x.0.to_string()),
+                "expires": status.expires_at.as_ref().map(|x| relative(x.0, now)),
+                "renews": status.renewal_time.as_ref().map(|x| relative(x.0, now)),
+            })
+        })
+        .collect();
+    if printed(args.output, &json!(rows))? {
+        return Ok(());
+    }
+    if rows.is_empty() {
+        eprintln!("No AccessTokens in {scope}.");
+        return Ok(());
+    }
+    let cell = |row: &Value, key: &str| row[key].as_str().unwrap_or("-").to_string();
+    let mut table: Vec<Vec<String>> = vec![
+        ["NAMESPACE", "NAME", "READY", "REASON", "EXPIRES", "RENEWS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for row in &rows {
+        table.push(
+            ["namespace", "name", "ready", "reason", "expires", "renews"]
+                .map(|k| cell(row, k))
+                .to_vec(),
+        );
+    }
+    let skip = usize::from(!args.all_namespaces);
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in table {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+    Ok(())
+}
+
+async fn renew(args: RenewArgs) -> Result<(), Failure> {
+    let client = args.kube.client().await?;
+    let namespace = args.namespace.resolve(&client);
+    let api = Api::<AccessToken>::namespaced(client, &namespace);
     let asked = Timestamp::now().to_string();
     let patch = serde_json::json!({
         "metadata": { "annotations": { crate::api::RENEW_ANNOTATION: asked } },
@@ -121,39 +249,41 @@ async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     {
         Ok(_) => {
             println!(
-                "renewal of AccessToken {}/{} asked for at {asked}; the current token stays valid until it expires",
-                args.namespace, args.name
+                "renewal of AccessToken {namespace}/{} asked for at {asked}; the current token stays valid until it expires",
+                args.name
             );
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(anyhow!(
-            "AccessToken {}/{} not found",
-            args.namespace,
-            args.name
+        Err(error) => Err(Failure::from_kube(
+            &format!("AccessToken {namespace}/{}", args.name),
+            error,
         )),
-        Err(error) => Err(error.into()),
     }
 }
 
 /// The AccessToken and the token in its Secret (if there is one).
 async fn load(
     kube: &KubeArgs,
-    namespace: &str,
+    namespace: &NamespaceArg,
     name: &str,
-) -> anyhow::Result<(AccessToken, Option<String>)> {
+) -> Result<(AccessToken, Option<String>, String), Failure> {
     let client = kube.client().await?;
-    let access_token = Api::<AccessToken>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| anyhow!("AccessToken {namespace}/{name} not found"))?;
-    let secret = Api::<Secret>::namespaced(client, namespace)
-        .get_opt(&secret_name(&access_token))
-        .await?;
+    let namespace = namespace.resolve(&client);
+    let what = format!("AccessToken {namespace}/{name}");
+    let access_token = Api::<AccessToken>::namespaced(client.clone(), &namespace)
+        .get(name)
+        .await
+        .map_err(|e| Failure::from_kube(&what, e))?;
+    let secret_name = secret_name(&access_token);
+    let secret = Api::<Secret>::namespaced(client, &namespace)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| Failure::from_kube(&format!("Secret {namespace}/{secret_name}"), e))?;
     let token = secret
         .and_then(|s| s.data)
         .and_then(|d| d.get(secret_keys::TOKEN).cloned())
         .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    Ok((access_token, token))
+    Ok((access_token, token, namespace))
 }
 
 /// "in 2h 3m" or "3m 10s ago".
@@ -181,14 +311,14 @@ fn decoded(token: &str) -> Option<(Value, Value)> {
     Some((serde_json::to_value(header).ok()?, claims))
 }
 
-async fn show(args: ShowArgs) -> anyhow::Result<()> {
-    let (access_token, token) = load(&args.kube, &args.namespace, &args.name).await?;
+async fn show(args: ShowArgs) -> Result<(), Failure> {
+    let (access_token, token, namespace) = load(&args.kube, &args.namespace, &args.name).await?;
     let status = access_token.status.clone().unwrap_or_default();
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
     let now = Timestamp::now();
     let jwt = token.as_deref().and_then(decoded);
     let view = json!({
-        "accessToken": format!("{}/{}", args.namespace, args.name),
+        "accessToken": format!("{namespace}/{}", args.name),
         "ready": ready.map(|c| json!({ "status": c.status, "reason": c.reason, "message": c.message })),
         "secret": token.as_ref().map(|_| secret_name(&access_token)),
         "format": if token.is_none() { Value::Null } else if jwt.is_some() { json!("JWT") } else { json!("Opaque") },
@@ -204,9 +334,11 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         "claims": jwt.as_ref().map(|(_, c)| c.clone()),
         "token": if args.reveal { token.clone().map(Value::String).unwrap_or(Value::Null) } else { Value::Null },
     });
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        Output::Text => {
+    if printed(args.output, &view)? {
+        return Ok(());
+    }
+    {
+        {
             let line = |label: &str, value: String| println!("{label:<12} {value}");
             line(
                 "AccessToken",
@@ -253,7 +385,9 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
                     line("Header", header.to_string());
                     line(
                         "Claims",
-                        serde_json::to_string_pretty(claims)?.replace('\n', "\n             "),
+                        serde_json::to_string_pretty(claims)
+                            .unwrap_or_default()
+                            .replace('\n', "\n             "),
                     );
                 }
                 (None, Some(_)) => line(
@@ -275,17 +409,16 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     // The issuer comes from the caller, or from the operator's record of
     // the AccessToken; never from the token itself.
     let (token, recorded_issuer) = match (&args.access_token, args.token.as_deref()) {
         (Some(name), _) => {
-            let (resource, token) = load(&args.kube, &args.namespace, name).await?;
+            let (resource, token, namespace) = load(&args.kube, &args.namespace, name).await?;
             let token = token.ok_or_else(|| {
-                anyhow!(
-                    "AccessToken {}/{name} has no token in its Secret",
-                    args.namespace
-                )
+                Failure::not_found(format!(
+                    "AccessToken {namespace}/{name} has no token in its Secret (see its Ready condition)"
+                ))
             })?;
             let recorded = resource.status.and_then(|s| s.minted).map(|m| m.issuer_url);
             (token, recorded)
@@ -293,48 +426,61 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         (None, Some(token)) if token != "-" => (token.to_string(), None),
         (None, _) => {
             let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("reading the token from standard input")?;
+            std::io::stdin().read_to_string(&mut input).map_err(|e| {
+                Failure::unavailable(format!("cannot read the token from standard input: {e}"))
+            })?;
             (input.trim().to_string(), None)
         }
     };
-    decoded(&token)
-        .ok_or_else(|| anyhow!("not a JWT (an Opaque token is checked by introspection)"))?;
+    decoded(&token).ok_or_else(|| {
+        Failure::invalid("not a JWT (an Opaque token is checked by introspection)")
+    })?;
     let iss = match (&args.issuer, recorded_issuer) {
         (Some(issuer), _) => issuer.clone(),
         (None, Some(recorded)) => {
             eprintln!("issuer: {recorded} (as recorded in the AccessToken's status)");
             recorded
         }
-        (None, None) => bail!(
-            "pass --issuer: the issuer a token names is not trusted to choose the keys it is checked with"
-        ),
+        (None, None) => {
+            return Err(Failure::unavailable(
+                "pass --issuer: the issuer a token names is not trusted to choose the keys it is checked with",
+            ));
+        }
     };
     let jwks_url = args
         .jwks_url
         .clone()
         .unwrap_or_else(|| format!("{}/.well-known/jwks.json", iss.trim_end_matches('/')));
     if !jwks_url.starts_with("https://") {
-        bail!("refusing to fetch keys from {jwks_url}: only https protects them on the way");
+        return Err(Failure::unavailable(format!(
+            "refusing to fetch keys from {jwks_url}: only https protects them on the way"
+        )));
     }
     let mut http = reqwest::Client::builder();
     if let Some(path) = &args.ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        http = http.add_root_certificate(
-            reqwest::Certificate::from_pem(&pem).context("the CA file is not PEM")?,
-        );
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::unavailable(format!("cannot read {}: {e}", path.display())))?;
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|_| {
+            Failure::unavailable(format!("{} is not a PEM certificate", path.display()))
+        })?);
     }
+    let fetch_failed = |e: reqwest::Error| {
+        Failure::unavailable(format!(
+            "could not fetch the JWKS from {jwks_url}: {}",
+            super::failure::first_line(&e)
+        ))
+    };
     let jwks: jsonwebtoken::jwk::JwkSet = http
-        .build()?
+        .build()
+        .map_err(fetch_failed)?
         .get(&jwks_url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .with_context(|| format!("fetching the JWKS from {jwks_url}"))?
+        .map_err(fetch_failed)?
         .json()
         .await
-        .with_context(|| format!("{jwks_url} did not answer a JWKS"))?;
+        .map_err(|_| Failure::unavailable(format!("{jwks_url} did not answer a JWKS")))?;
     match verify_jwt(&token, &jwks, &iss, args.audience.as_deref(), 0) {
         Ok(claims) => {
             let expires = Timestamp::from_second(claims.exp).unwrap_or(Timestamp::MAX);
@@ -349,7 +495,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Err(error) => bail!("invalid: {error}"),
+        Err(error) => Err(Failure::invalid(format!("invalid: {error}"))),
     }
 }
 
