@@ -65,12 +65,10 @@ impl Failure {
     pub fn from_kube(what: &str, error: kube::Error) -> Self {
         match &error {
             kube::Error::Api(status) if status.code == 404 => {
-                // A missing resource type answers the generic message; a
-                // missing object names itself.
-                if status
-                    .message
-                    .contains("could not find the requested resource")
-                {
+                // A missing object names itself (`kind "name" not found`);
+                // a missing resource type answers a generic message (or a
+                // plain "404 page not found" for a group that is not there).
+                if !status.message.contains('"') {
                     Self::unavailable(
                         "the tokensmith CRDs are not installed in this cluster (helm install the chart, or kubectl apply -f crds/)",
                     )
@@ -146,6 +144,11 @@ mod tests {
             ),
             (
                 api_error(404, "the server could not find the requested resource"),
+                Kind::Unavailable,
+                "CRDs are not installed",
+            ),
+            (
+                api_error(404, "404 page not found"),
                 Kind::Unavailable,
                 "CRDs are not installed",
             ),

@@ -22,7 +22,7 @@ pub struct RunArgs {
     /// Base URL clients reach the token service at; AppRegistration Secrets
     /// get `<URL>/oauth/token` as `token-url`. Default:
     /// `https://tokensmith.<namespace>.svc`.
-    #[arg(long, env = "TOKENSMITH_PUBLIC_URL")]
+    #[arg(long, env = "TOKENSMITH_PUBLIC_URL", overrides_with = "public_url")]
     public_url: Option<String>,
     /// Where the token service listens (HTTPS).
     #[arg(

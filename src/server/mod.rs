@@ -122,11 +122,14 @@ pub async fn run(
     index: Index,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cert = match &config.tls_secret {
-        Some(reference) => tls::from_secret(&client, &config.namespace, reference).await?,
-        None => tls::generated(&client, &config.namespace, config.dns_names.clone()).await?,
-    };
-    let rustls = RustlsConfig::from_pem(cert.cert_pem, cert.key_pem).await?;
+    let cert = serving_cert(&client, &config).await?;
+    let rustls = RustlsConfig::from_pem(cert.cert_pem.clone(), cert.key_pem.clone()).await?;
+    tokio::spawn(keep_serving_cert_fresh(
+        client.clone(),
+        config.clone(),
+        rustls.clone(),
+        cert,
+    ));
     // Stopping must not wait for a first list that may never come.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     tokio::select! {
@@ -180,6 +183,51 @@ pub async fn run(
     let served = server.serve(router(state, limits.request_timeout).into_make_service());
     served.await?;
     Ok(())
+}
+
+/// The certificate to serve: the named Secret's, or the generated one.
+async fn serving_cert(client: &Client, config: &ServerConfig) -> anyhow::Result<tls::ServingCert> {
+    match &config.tls_secret {
+        Some(reference) => tls::from_secret(client, &config.namespace, reference).await,
+        None => tls::generated(client, &config.namespace, config.dns_names.clone()).await,
+    }
+}
+
+/// Looks at the serving certificate every [`tls::RECHECK_EVERY`] and
+/// serves a new one as soon as there is one: the generated certificate
+/// renewed or re-made (by this replica or another), or the named Secret
+/// rotated by cert-manager. Connections already open keep theirs.
+async fn keep_serving_cert_fresh(
+    client: Client,
+    config: ServerConfig,
+    rustls: RustlsConfig,
+    mut serving: tls::ServingCert,
+) {
+    loop {
+        tokio::time::sleep(tls::RECHECK_EVERY).await;
+        let fresh = match serving_cert(&client, &config).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not look at the serving certificate; serving the one loaded");
+                continue;
+            }
+        };
+        if fresh == serving {
+            continue;
+        }
+        match rustls
+            .reload_from_pem(fresh.cert_pem.clone(), fresh.key_pem.clone())
+            .await
+        {
+            Ok(()) => {
+                info!("serving a new certificate");
+                serving = fresh;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the new serving certificate does not load; serving the one loaded")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
