@@ -70,11 +70,24 @@ import (
 EOF
 }
 
-# promtool (the tests evaluate the chart's alert rules with it), cached in a
-# folder of its own so that a new Prometheus version rebuilds only promtool,
-# and copied beside the control plane's binaries. The service-discovery
-# plugins promtool links by default are left out (remove_all_sd): the tests
-# use `promtool test rules` and `check rules` only.
+# promtool (the tests evaluate the chart's alert rules with it) and
+# helm-docs (the chart's README is generated from its values), each cached in
+# a folder of its own so that a new version rebuilds only that tool, and
+# copied beside the control plane's binaries. The service-discovery plugins
+# promtool links by default are left out (remove_all_sd): the tests use
+# `promtool test rules` and `check rules` only.
+build_tools() {
+  build_promtool
+  local dir="$cache_root/helm-docs-$HELM_DOCS_VERSION"
+  if [ ! -x "$dir/helm-docs" ]; then
+    log "go install helm-docs $HELM_DOCS_VERSION"
+    mkdir -p "$dir"
+    CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -ldflags "-s -w" \
+      "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+  fi
+  cmp -s "$dir/helm-docs" "$bin/helm-docs" 2>/dev/null || cp "$dir/helm-docs" "$bin/helm-docs"
+}
+
 build_promtool() {
   local dir="$cache_root/prometheus-$PROMETHEUS_VERSION"
   if [ ! -x "$dir/promtool" ]; then
@@ -91,7 +104,7 @@ build_promtool() {
 
 build() {
   if [ -f "$bin/.stamp" ] && [ "$(cat "$bin/.stamp")" = "$stamp_text" ]; then
-    build_promtool
+    build_tools
     log "binaries for $stamp_text are cached in $bin"
     echo "$bin"
     return
@@ -133,7 +146,7 @@ build() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 
   echo "$stamp_text" >"$bin/.stamp"
-  build_promtool
+  build_tools
   log "built in $(($(date +%s) - started)) s"
   echo "$bin"
 }

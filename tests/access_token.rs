@@ -108,9 +108,13 @@ async fn issues_a_token_that_verifies_with_the_issuer_key() {
     );
     let status_text = serde_json::to_string(&token.status).unwrap();
     assert!(!status_text.contains(&jwt));
-    let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+    // Events are published off the reconcile's path: moments later.
+    let events = eventually(Duration::from_secs(10), "an Issued event", || async {
+        let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+        events.contains("Issued").then_some(events)
+    })
+    .await;
     assert!(!events.contains(&jwt), "an event holds the token");
-    assert!(events.contains("Issued"), "an Issued event was published");
 }
 
 #[tokio::test]
@@ -461,8 +465,15 @@ async fn reissues_when_the_secret_is_deleted_or_edited() {
     let secret = secrets.get("t").await.unwrap();
     assert_ne!(secret_text(&secret, "token"), "hand-made");
     assert!(is_recorded_as_revoked(client, &second).await);
-    let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
-    assert!(events.contains("Reissued"), "an event says so");
+    eventually(
+        Duration::from_secs(10),
+        "an event saying Reissued",
+        || async {
+            let events = control_plane().kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+            events.contains("Reissued").then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -7,14 +7,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Client, Resource,
     core::PartialObjectMeta,
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::Store,
-    },
+    runtime::{events::Reporter, reflector::Store},
 };
 
 use super::{
-    error::is_namespace_terminating,
+    events::Events,
     own_writes::OwnWrites,
     revocation::{RevocationCounts, RevocationStore},
 };
@@ -47,8 +44,8 @@ pub struct Config {
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    /// Names the operator in the events it publishes.
-    reporter: Reporter,
+    /// Publishes events as the operator.
+    events: Events,
     pub revocations: RevocationStore,
     /// Metadata of the Secrets the operator manages (never their data).
     pub managed_secrets: Store<PartialObjectMeta<Secret>>,
@@ -76,7 +73,7 @@ impl Context {
             instance: config.instance.clone(),
         };
         Arc::new(Context {
-            reporter,
+            events: Events::start(client.clone(), reporter),
             revocations: RevocationStore::new(client.clone(), &config.namespace),
             client,
             config,
@@ -94,8 +91,8 @@ impl Context {
         })
     }
 
-    /// Publishes an event about `object`; a failure to publish is logged,
-    /// never fatal.
+    /// Publishes an event about `object`, off the reconcile's path (see
+    /// [`Events`]); a failure to publish is logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
@@ -110,20 +107,6 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        // A recorder per event: kube's keeps every event it published for six
-        // minutes to count repeats, and the operator's notes (token ids,
-        // times) never repeat, so its cache would only hold one event per
-        // token for nothing (3 KiB of the 13.6 KiB a new token cost, by
-        // `make bench`).
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        match recorder.publish(&event, &object.object_ref(&())).await {
-            Ok(()) => {}
-            // Events cannot be created in a namespace being deleted, and
-            // nobody would read them there.
-            Err(error) if is_namespace_terminating(&error) => {
-                tracing::debug!(reason, "namespace is being deleted; event not published");
-            }
-            Err(error) => tracing::warn!(%error, reason, "could not publish an event"),
-        }
+        self.events.publish(event, object.object_ref(&()));
     }
 }

@@ -6,6 +6,7 @@ mod conditions;
 mod context;
 pub mod default_issuer;
 mod error;
+mod events;
 mod finalizer;
 pub mod issuer;
 mod managed_secret;
