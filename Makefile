@@ -1,5 +1,5 @@
 # One command per routine task. See README.md.
-.PHONY: test faults bench demo lint crds control-plane control-plane-start control-plane-stop
+.PHONY: test faults bench demo lint crds chart-docs control-plane control-plane-start control-plane-stop
 
 ## test: lints, then the whole test suite on a freshly started local control plane
 test:
@@ -26,7 +26,11 @@ lint:
 crds:
 	cargo run --quiet -- crdgen --write .
 
-## control-plane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, kubeconform
+## chart-docs: regenerate charts/tokensmith/README.md from values.yaml (helm-docs, built by hack/control-plane.sh)
+chart-docs:
+	cd charts/tokensmith && "$$(../../hack/control-plane.sh build)/helm-docs" --chart-search-root . --skip-version-footer --log-level warning
+
+## control-plane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, kubeconform, promtool, helm-docs
 control-plane:
 	hack/control-plane.sh build
 

@@ -18,6 +18,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# The oldest supported Kubernetes (README: Supported Kubernetes versions) is
+# tested with the same suite: TOKENSMITH_KUBERNETES_VERSION=v1.33.13 make test
+# builds that version into a cache folder of its own.
+KUBERNETES_VERSION="${TOKENSMITH_KUBERNETES_VERSION:-$KUBERNETES_VERSION}"
 
 cache_root="${TOKENSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokensmith}"
 cache="$cache_root/$KUBERNETES_VERSION"

@@ -52,8 +52,13 @@ fn text(output: &Output) -> String {
     )
 }
 
-/// The Kubernetes version the project pins (hack/versions.env).
+/// The Kubernetes version the suite runs on: the one the project pins
+/// (hack/versions.env), or the one `TOKENSMITH_KUBERNETES_VERSION` asks for
+/// (as hack/control-plane.sh reads it).
 fn kubernetes_version() -> String {
+    if let Ok(version) = std::env::var("TOKENSMITH_KUBERNETES_VERSION") {
+        return version;
+    }
     let pins = std::fs::read_to_string(repo_root().join("hack/versions.env")).unwrap();
     pins.lines()
         .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
@@ -292,6 +297,41 @@ async fn service_account_kubeconfig(
     ));
     std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     path
+}
+
+/// The chart's README is what helm-docs makes of values.yaml now, and
+/// every value in it says what it is.
+#[test]
+fn chart_readme_is_generated_from_the_values() {
+    let chart = chart();
+    let output = Command::new(control_plane().bin_dir.join("helm-docs"))
+        .args([
+            "--chart-search-root",
+            ".",
+            "--skip-version-footer",
+            "--log-level",
+            "warning",
+            "--dry-run",
+        ])
+        .current_dir(&chart)
+        .output()
+        .expect("helm-docs runs (hack/control-plane.sh build installs it)");
+    assert!(output.status.success(), "{}", text(&output));
+    let generated = String::from_utf8(output.stdout).unwrap();
+    let checked_in = std::fs::read_to_string(chart.join("README.md")).unwrap();
+    assert!(
+        generated.trim_end() == checked_in.trim_end(),
+        "charts/tokensmith/README.md is out of date: run helm-docs in charts/tokensmith (hack/control-plane.sh bin-dir has it)"
+    );
+    let undocumented: Vec<&str> = checked_in
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Key"))
+        .filter(|l| l.trim_end().ends_with("|  |") || l.trim_end().ends_with("| |"))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "values without a description: {undocumented:#?}"
+    );
 }
 
 /// The values schema and the chart's own checks refuse what cannot work,

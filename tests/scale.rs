@@ -192,7 +192,11 @@ async fn figures_at_scale() {
     println!("{}", more.last().unwrap());
     more.push(rotation_storm(&client).await);
     println!("{}", more.last().unwrap());
+    more.push(short_lifetimes(&client).await);
+    println!("{}", more.last().unwrap());
     more.extend(token_service(&operator, &client).await);
+    more.push(revoke_all(&operator, cp, &client, &ns.name, created).await);
+    println!("{}", more.last().unwrap());
     operator.stop_with(libc::SIGTERM);
     let (limits, plain) = raw_limit(&client, &steps).await;
     for ((target, rate), (_, raw)) in rates.iter().zip(&limits) {
@@ -275,6 +279,116 @@ async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -
         "| cold start with {tokens} AccessTokens | serving after {:.1} s, every token re-checked after {:.1} s (goal: ≤ 5 s) | {total} writes by the operator (goal: 0) {written:?} | RSS {rss:.1} MiB |",
         serving.as_secs_f64(),
         rechecked.as_secs_f64()
+    )
+}
+
+/// 500 tokens that live a minute and renew 30 s before expiry, watched
+/// for 150 s: every second, is any token's current expiry in the past
+/// (it expired un-rotated)? And how often each was rotated.
+async fn short_lifetimes(client: &kube::Client) -> String {
+    const TOKENS: usize = 500;
+    let ns = TestNamespace::create(client, "short").await;
+    token_issuer(client, &ns.name, "signer", json!({})).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    stream::iter(0..TOKENS)
+        .for_each_concurrent(32, |i| {
+            let tokens = tokens.clone();
+            async move {
+                apply(
+                    &tokens,
+                    &format!("m-{i:04}"),
+                    json!({ "spec": {
+                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+                        "lifetime": "1m",
+                        "renewBefore": "30s",
+                    }}),
+                )
+                .await;
+            }
+        })
+        .await;
+    let started = Instant::now();
+    let mut expired_unrotated = std::collections::BTreeSet::new();
+    let mut revisions = Vec::new();
+    while started.elapsed() < Duration::from_secs(150) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let list = tokens.list(&ListParams::default()).await.unwrap().items;
+        revisions = list
+            .iter()
+            .map(|t| t.status.as_ref().and_then(|s| s.revision).unwrap_or(0))
+            .collect();
+        for token in &list {
+            let expires = token.status.as_ref().and_then(|s| s.expires_at.as_ref());
+            if expires.is_some_and(|at| at.0.as_second() < now) {
+                expired_unrotated.insert(token.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let least = revisions.iter().min().copied().unwrap_or(0);
+    let rotations: i64 = revisions.iter().map(|r| (r - 1).max(0)).sum();
+    format!(
+        "| short lifetimes: {TOKENS} tokens (lifetime 1m, renewBefore 30s) watched for 150 s, every second | {rotations} rotations, each token rotated at least {} times | tokens seen past their expiry un-rotated: {} (goal: 0) | |",
+        (least - 1).max(0),
+        expired_unrotated.len()
+    )
+}
+
+/// Deletes every AccessToken of `namespace` at once and measures their
+/// revocation: how long until every one is revoked and gone, the writes to
+/// the revocation record per token, and what an entry of the record costs,
+/// hence how many unexpired revocations its 16 shards of 65 ConfigMaps hold.
+async fn revoke_all(
+    operator: &Operator,
+    cp: &ControlPlane,
+    client: &kube::Client,
+    namespace: &str,
+    tokens: usize,
+) -> String {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::DeleteParams;
+    let api: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
+    let before = requests(cp);
+    let started = Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    loop {
+        let left = api.list(&ListParams::default().limit(1)).await.unwrap();
+        if left.items.is_empty() || started.elapsed() > Duration::from_secs(1800) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let after = requests(cp);
+    let per_token = |verb: &str, resource: &str| {
+        let key = (verb.to_string(), resource.to_string());
+        (after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)) / tokens as f64
+    };
+    let record = Api::<ConfigMap>::namespaced(client.clone(), &operator.namespace)
+        .list(&ListParams::default().labels("tokensmith.dev/revocations"))
+        .await
+        .unwrap()
+        .items;
+    let entries: usize = record
+        .iter()
+        .map(|c| c.data.as_ref().map_or(0, |d| d.len()))
+        .sum();
+    let bytes: usize = record
+        .iter()
+        .flat_map(|c| c.data.iter().flatten())
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    let per_entry = bytes as f64 / entries.max(1) as f64;
+    let bound = 16.0 * 65.0 * 1024.0 * 1024.0 / per_entry.max(1.0);
+    format!(
+        "| revoking {tokens} AccessTokens (all deleted at once) | every one revoked and gone after {took:.1} s ({:.0}/s) | {:.2} PATCH configmaps (the revocation record) per token; {entries} entries in {} ConfigMaps, {per_entry:.0} bytes an entry: 16 shards × 65 ConfigMaps of 1 MiB hold about {:.1} million unexpired revocations | RSS {:.1} MiB |",
+        tokens as f64 / took,
+        per_token("PATCH", "configmaps"),
+        record.len(),
+        bound / 1e6,
+        rss_mib(operator.pid)
     )
 }
 
