@@ -102,7 +102,7 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
         SecretState::Ours(meta) => {
             secret.metadata.uid = meta.uid.clone();
             let stored = apply(&api, &secret).await?;
-            ctx.own_writes.wrote(&stored.metadata);
+            ctx.own_writes.wrote(&stored);
         }
         SecretState::Absent => {
             let params = PostParams {
@@ -110,7 +110,7 @@ async fn put_unchecked(ctx: &Context, mut secret: Secret, state: &SecretState) -
                 ..PostParams::default()
             };
             match api.create(&params, &secret).await {
-                Ok(stored) => ctx.own_writes.wrote(&stored.metadata),
+                Ok(stored) => ctx.own_writes.wrote(&stored),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     let owner_uid = secret
                         .metadata

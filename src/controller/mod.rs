@@ -48,6 +48,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Reconciles of one kind running at once: bounds the load on the API server
 /// when thousands of tokens need work together.
 pub const CONCURRENCY: u16 = 32;
+/// How soon a reconcile that found the caches behind the operator's own
+/// last write looks again: the write's echo comes within milliseconds.
+pub const ECHO_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs `controller` the way every controller here runs: at most
 /// [`CONCURRENCY`] reconciles at once, stopping on `shutdown`, each reconcile

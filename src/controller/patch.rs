@@ -32,6 +32,6 @@ where
     }
     .map_err(kube::Error::BuildRequest)?;
     let stored = ctx.client.request::<K>(request).await?;
-    ctx.own_writes.wrote(stored.meta());
+    ctx.own_writes.wrote(&stored);
     Ok(stored)
 }

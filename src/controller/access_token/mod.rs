@@ -21,7 +21,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures::Stream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    ResourceExt,
+    Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         Controller,
@@ -101,6 +101,24 @@ pub fn controller(
     )
 }
 
+/// Whether the caches still hold `token`, or its Secret, as they were
+/// before the operator's last write to it: deciding on that would undo or
+/// repeat what that write did.
+fn behind_own_write(ctx: &Context, token: &AccessToken) -> bool {
+    let namespace = token.namespace();
+    let own = &ctx.own_writes;
+    let secret_name = secret_name(token);
+    let secret = ctx
+        .managed_secrets
+        .get(&ObjectRef::new(&secret_name).within(namespace.as_deref().unwrap_or_default()));
+    own.awaiting::<AccessToken>(namespace.as_deref(), &token.name_any(), Some(token.meta()))
+        || own.awaiting::<Secret>(
+            namespace.as_deref(),
+            &secret_name,
+            secret.as_ref().map(|s| &s.metadata),
+        )
+}
+
 fn tokens_using(
     tokens: &Store<AccessToken>,
     kind: IssuerKind,
@@ -141,6 +159,12 @@ fn tokens_of_app(
 
 #[instrument(skip_all, fields(kind = "AccessToken", namespace = token.namespace(), name = %token.name_any()))]
 async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+    if behind_own_write(&ctx, &token) {
+        debug!(
+            "the caches have not caught up with this object's last write yet; looking again shortly"
+        );
+        return Ok(Action::requeue(super::ECHO_WAIT));
+    }
     let action = finalized(&ctx, token, FINALIZER, |event| async {
         match event {
             FinalizerEvent::Apply(token) => {

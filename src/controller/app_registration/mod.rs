@@ -118,6 +118,13 @@ fn apps_of<I: Issuer>(
 
 #[instrument(skip_all, fields(kind = "AppRegistration", namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
+    if ctx.own_writes.awaiting::<AppRegistration>(
+        app.namespace().as_deref(),
+        &app.name_any(),
+        Some(app.meta()),
+    ) {
+        return Ok(Action::requeue(super::ECHO_WAIT));
+    }
     match reconcile_app(app.clone(), ctx.clone(), false).await {
         // The API server will not store the Secret as the spec asks: say so
         // and wait for a change rather than retry the same write.

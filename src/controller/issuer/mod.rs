@@ -233,7 +233,7 @@ async fn apply<I: Issuer>(issuer: Arc<I>, ctx: &Context) -> Result<Action> {
             &plan.keyring,
         )?;
         let stored = managed_secret::apply(&secrets, &secret).await?;
-        ctx.own_writes.wrote(&stored.metadata);
+        ctx.own_writes.wrote(&stored);
         let active = plan.keyring.active().map(|k| k.kid.clone());
         if previous_active.is_some() && previous_active != active {
             let note = format!(
