@@ -112,6 +112,33 @@ pub async fn apply_status<K: WithStatus>(
     Ok(())
 }
 
+/// As [`apply_status`], for a transition that must happen once (an expiry
+/// counted, an event published): written only if `object` is still at the
+/// resource version it was read at. `Ok(false)` when it has changed since,
+/// so the caller looks again at a fresh copy instead of repeating the
+/// transition on a stale one.
+pub async fn apply_status_once<K: WithStatus>(
+    ctx: &Context,
+    object: &K,
+    desired: &K::Ready,
+) -> Result<bool> {
+    if object.status() == Some(desired) {
+        return Ok(true);
+    }
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": object.meta().resource_version },
+        "status": desired,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    match patch_object(ctx, object, Some("status"), &params, &Patch::Apply(&body)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// A problem the user must fix, as the Ready condition says it, and when to
 /// look again (else on a change).
 #[derive(Clone, Debug, PartialEq)]

@@ -28,7 +28,9 @@ use crate::{
         conditions::{Readiness, with_condition},
         managed_secret::{SecretState, delete_if_ours},
         revocation::RevokedToken,
-        status::{Blocked, ReadyStatus, apply_status, report_blocked, requeue_at},
+        status::{
+            Blocked, ReadyStatus, apply_status, apply_status_once, report_blocked, requeue_at,
+        },
     },
     telemetry::TokenEvent,
     token::{
@@ -302,7 +304,12 @@ impl<'a> Reconciler<'a> {
         let readiness = Readiness::not_ready(reason::EXPIRED, message);
         let generation = self.token.meta().generation;
         let status = outcome::without_secret(&self.status, &readiness, generation, self.now, true);
-        apply_status(self.ctx, self.token, &status).await?;
+        // Counted once: a reconcile working from a copy older than the
+        // expiry's own status write (a Secret's deletion can trigger one
+        // before that write is back in the cache) finds a changed object.
+        if !apply_status_once(self.ctx, self.token, &status).await? {
+            return Ok(Action::requeue(crate::controller::ECHO_WAIT));
+        }
         if self.status.ready_reason() != Some(reason::EXPIRED) {
             self.ctx.metrics.token_event(TokenEvent::Expired);
             self.ctx
