@@ -372,20 +372,21 @@ fn is_cumulative(series: &str) -> bool {
 
 /// The PrometheusRule's rule groups as the chart renders them.
 fn rendered_rules() -> String {
-    let output = Command::new(control_plane().bin_dir.join("helm"))
-        .args(["template", "tokensmith"])
-        .arg(repo_root().join("charts/tokensmith"))
-        .args(["--kube-version", "1.36.0"])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"])
-        .env("HELM_CACHE_HOME", repo_root().join("target/tmp/helm/cache"))
-        .env(
-            "HELM_CONFIG_HOME",
-            repo_root().join("target/tmp/helm/config"),
-        )
-        .env("HELM_DATA_HOME", repo_root().join("target/tmp/helm/data"))
-        .output()
-        .expect("helm runs");
+    let chart = repo_root().join("charts/tokensmith");
+    let output = support::tool(
+        "helm",
+        &[
+            "template",
+            "tokensmith",
+            chart.to_str().unwrap(),
+            "--kube-version",
+            "1.36.0",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1/PrometheusRule",
+        ],
+    );
     assert!(
         output.status.success(),
         "{}",

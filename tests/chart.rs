@@ -23,25 +23,12 @@ use support::{
     repo_root,
     resources::{apply, is_ready, wait_for, wait_reason},
     schemas::write_schemas,
+    tool,
 };
 use tokensmith::api::{AccessToken, AppRegistration, ClusterTokenIssuer};
 
 fn chart() -> PathBuf {
     repo_root().join("charts/tokensmith")
-}
-
-fn tool(name: &str, args: &[&str]) -> Output {
-    Command::new(control_plane().bin_dir.join(name))
-        .args(args)
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .env("HELM_CACHE_HOME", repo_root().join("target/tmp/helm/cache"))
-        .env(
-            "HELM_CONFIG_HOME",
-            repo_root().join("target/tmp/helm/config"),
-        )
-        .env("HELM_DATA_HOME", repo_root().join("target/tmp/helm/data"))
-        .output()
-        .unwrap_or_else(|e| panic!("{name} runs: {e}"))
 }
 
 fn text(output: &Output) -> String {

@@ -21,17 +21,18 @@ use tokensmith::{
 };
 
 fn helm(args: &[&str]) -> Output {
-    std::process::Command::new(control_plane().bin_dir.join("helm"))
-        .args(args)
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .env("HELM_CACHE_HOME", repo_root().join("target/tmp/helm/cache"))
-        .env(
-            "HELM_CONFIG_HOME",
-            repo_root().join("target/tmp/helm/config"),
-        )
-        .env("HELM_DATA_HOME", repo_root().join("target/tmp/helm/data"))
-        .output()
-        .expect("helm runs")
+    support::tool("helm", args)
+}
+
+/// The categories of the AccessToken CRD in the cluster.
+fn crd_categories() -> String {
+    control_plane().kubectl(&[
+        "get",
+        "crd",
+        "accesstokens.tokensmith.dev",
+        "-o",
+        "jsonpath={.spec.names.categories}",
+    ])
 }
 
 fn succeeded(what: &str, output: Output) {
@@ -163,13 +164,7 @@ async fn install_upgrade_and_uninstall_keep_crds_and_keys() {
             &release_ns.name,
         ]),
     );
-    let categories = cp.kubectl(&[
-        "get",
-        "crd",
-        "accesstokens.tokensmith.dev",
-        "-o",
-        "jsonpath={.spec.names.categories}",
-    ]);
+    let categories = crd_categories();
     assert!(categories.contains("tokensmith-upgraded"), "{categories}");
 
     // helm uninstall: the operator goes first (its Deployment), then the
@@ -215,13 +210,7 @@ async fn install_upgrade_and_uninstall_keep_crds_and_keys() {
             &release_ns.name,
         ]),
     );
-    let categories = cp.kubectl(&[
-        "get",
-        "crd",
-        "accesstokens.tokensmith.dev",
-        "-o",
-        "jsonpath={.spec.names.categories}",
-    ]);
+    let categories = crd_categories();
     assert!(
         !categories.contains("tokensmith-upgraded"),
         "back to this chart's CRD: {categories}"

@@ -282,6 +282,31 @@ async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -
     )
 }
 
+/// `count` AccessTokens `PREFIX-0000`... of the issuer `signer` that live
+/// `lifetime` and renew `renew_before` ahead, 32 applied at a time.
+async fn create_tokens(
+    tokens: &Api<AccessToken>,
+    prefix: &str,
+    count: usize,
+    lifetime: &str,
+    renew_before: &str,
+) {
+    stream::iter(0..count)
+        .for_each_concurrent(32, |i| async move {
+            apply(
+                tokens,
+                &format!("{prefix}-{i:04}"),
+                json!({ "spec": {
+                    "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+                    "lifetime": lifetime,
+                    "renewBefore": renew_before,
+                }}),
+            )
+            .await;
+        })
+        .await;
+}
+
 /// 500 tokens that live a minute and renew 30 s before expiry, watched
 /// for 150 s: every second, is any token's current expiry in the past
 /// (it expired un-rotated)? And how often each was rotated.
@@ -290,23 +315,7 @@ async fn short_lifetimes(client: &kube::Client) -> String {
     let ns = TestNamespace::create(client, "short").await;
     token_issuer(client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
-    stream::iter(0..TOKENS)
-        .for_each_concurrent(32, |i| {
-            let tokens = tokens.clone();
-            async move {
-                apply(
-                    &tokens,
-                    &format!("m-{i:04}"),
-                    json!({ "spec": {
-                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-                        "lifetime": "1m",
-                        "renewBefore": "30s",
-                    }}),
-                )
-                .await;
-            }
-        })
-        .await;
+    create_tokens(&tokens, "m", TOKENS, "1m", "30s").await;
     let started = Instant::now();
     let mut expired_unrotated = std::collections::BTreeSet::new();
     let mut revisions = Vec::new();
@@ -417,23 +426,7 @@ async fn rotation_storm(client: &kube::Client) -> String {
     token_issuer(client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     let started = Instant::now();
-    stream::iter(0..TOKENS)
-        .for_each_concurrent(32, |i| {
-            let tokens = tokens.clone();
-            async move {
-                apply(
-                    &tokens,
-                    &format!("s-{i:04}"),
-                    json!({ "spec": {
-                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-                        "lifetime": "1h",
-                        "renewBefore": "20m",
-                    }}),
-                )
-                .await;
-            }
-        })
-        .await;
+    create_tokens(&tokens, "s", TOKENS, "1h", "20m").await;
     let created_in = started.elapsed();
     let renewals: Vec<i64> = loop {
         let list = tokens.list(&ListParams::default()).await.unwrap().items;

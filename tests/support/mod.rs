@@ -349,3 +349,17 @@ pub fn chart_default_issuer(release_ns: &str, fullname: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Runs one of the cached tools (`helm`, `kubeconform`, ...) against this
+/// test binary's control plane, helm's caches kept under target/tmp.
+pub fn tool(name: &str, args: &[&str]) -> std::process::Output {
+    let helm_home = |dir: &str| repo_root().join("target/tmp/helm").join(dir);
+    Command::new(control_plane().bin_dir.join(name))
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("HELM_CACHE_HOME", helm_home("cache"))
+        .env("HELM_CONFIG_HOME", helm_home("config"))
+        .env("HELM_DATA_HOME", helm_home("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"))
+}
