@@ -82,6 +82,12 @@ impl KubeArgs {
             context: self.context.clone(),
             ..KubeConfigOptions::default()
         };
+        let unusable = |e: &dyn std::fmt::Display| {
+            Failure::unavailable(format!(
+                "cannot use the kubeconfig: {}",
+                failure::first_line(e)
+            ))
+        };
         let config = match &self.kubeconfig {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
@@ -91,26 +97,23 @@ impl KubeArgs {
                         failure::first_line(&e)
                     ))
                 })?;
-                Config::from_custom_kubeconfig(kubeconfig, &options).await
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| unusable(&e))?
             }
-            None if self.context.is_some() => Config::from_kubeconfig(&options).await,
-            None => Config::infer().await.map_err(|e| match std::env::var_os("KUBECONFIG") {
-                Some(path) => kube::config::KubeconfigError::ReadConfig(
-                    std::io::Error::other(failure::first_line(&e)),
-                    PathBuf::from(path),
-                ),
-                None => kube::config::KubeconfigError::FindPath,
-            }),
-        }
-        .map_err(|e| match e {
-            kube::config::KubeconfigError::FindPath => Failure::unavailable(
-                "no cluster configured: no $KUBECONFIG, no ~/.kube/config, and not in a pod (pass --kubeconfig)",
-            ),
-            other => Failure::unavailable(format!(
-                "cannot use the kubeconfig: {}",
-                failure::first_line(&other)
-            )),
-        })?;
+            None if self.context.is_some() => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| unusable(&e))?,
+            None => Config::infer().await.map_err(|e| {
+                if std::env::var_os("KUBECONFIG").is_some() {
+                    unusable(&e)
+                } else {
+                    Failure::unavailable(
+                        "no cluster configured: no $KUBECONFIG, no ~/.kube/config, and not in a pod (pass --kubeconfig)",
+                    )
+                }
+            })?,
+        };
         Client::try_from(config).map_err(|e| {
             Failure::unavailable(format!(
                 "cannot build a client: {}",

@@ -18,7 +18,7 @@ use kube::{
 use serde_json::json;
 use tracing::{error, info};
 
-use super::{Context, readable};
+use super::{Context, patch::patch_object, readable};
 use crate::api::ClusterTokenIssuer;
 
 /// The field manager of the default issuer's spec: not the reconcilers'
@@ -72,15 +72,10 @@ pub async fn keep(ctx: &Context, issuer: &ClusterTokenIssuer) {
         },
         "spec": issuer.spec,
     });
-    let api = kube::Api::<ClusterTokenIssuer>::all(ctx.client.clone());
-    match api
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-    {
+    // Through the operator's one patch path, so the write is known as its
+    // own when the watch brings it back.
+    let params = PatchParams::apply(MANAGER).force();
+    match patch_object(ctx, issuer, None, &params, &Patch::Apply(&body)).await {
         Ok(_) => info!(issuer = %name, "default ClusterTokenIssuer applied"),
         Err(e) => {
             error!(issuer = %name, error = %readable(&e), "could not apply the default ClusterTokenIssuer")

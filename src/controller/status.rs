@@ -99,17 +99,7 @@ pub async fn apply_status<K: WithStatus>(
     object: &K,
     desired: &K::Ready,
 ) -> Result<()> {
-    if object.status() == Some(desired) {
-        return Ok(());
-    }
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": desired,
-    });
-    let params = PatchParams::apply(MANAGER).force();
-    patch_object(ctx, object, Some("status"), &params, &Patch::Apply(&body)).await?;
-    Ok(())
+    write_status(ctx, object, desired, None).await.map(drop)
 }
 
 /// As [`apply_status`], for a transition that must happen once (an expiry
@@ -122,19 +112,34 @@ pub async fn apply_status_once<K: WithStatus>(
     object: &K,
     desired: &K::Ready,
 ) -> Result<bool> {
+    let read_at = object.meta().resource_version.as_deref();
+    write_status(ctx, object, desired, read_at).await
+}
+
+/// The one status write: server-side apply under the operator's manager,
+/// none when the status is `desired` already; with `precondition`, only at
+/// that resource version (`Ok(false)` on a conflict).
+async fn write_status<K: WithStatus>(
+    ctx: &Context,
+    object: &K,
+    desired: &K::Ready,
+    precondition: Option<&str>,
+) -> Result<bool> {
     if object.status() == Some(desired) {
         return Ok(true);
     }
-    let body = json!({
+    let mut body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": { "resourceVersion": object.meta().resource_version },
         "status": desired,
     });
+    if let Some(version) = precondition {
+        body["metadata"] = json!({ "resourceVersion": version });
+    }
     let params = PatchParams::apply(MANAGER).force();
     match patch_object(ctx, object, Some("status"), &params, &Patch::Apply(&body)).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 && precondition.is_some() => Ok(false),
         Err(error) => Err(error.into()),
     }
 }
