@@ -2,6 +2,7 @@
 //! reconcilers and the token service: one watch per kind, decoded so that
 //! one bad object never stops the others.
 
+pub mod data_ownership;
 pub mod decoded;
 pub mod issuers;
 pub mod keyrings;

@@ -8,8 +8,19 @@
 //! an entry is dropped once its token has expired anyway. Writes are JSON
 //! merge patches that add keys, so concurrent writers never lose each other's
 //! entries and no read-modify-write is needed.
+//!
+//! Revocations made at the same time share writes: while a shard's write is
+//! under way, every revocation for that shard waits for the next one, which
+//! carries them all (a group commit). Each caller still returns only once
+//! its own entries are stored. Revoking many tokens at once (a namespace
+//! deleted) so costs about one write per shard per round trip instead of one
+//! per token, and the watchers of the record (every replica's token service)
+//! decode each page that many times fewer.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
@@ -17,22 +28,33 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use super::{
     labels::{MANAGED_BY, MANAGER, REVOCATIONS_LABEL},
     revocation_counts::parse_entry,
 };
 
-/// Why a revocation could not be recorded.
-#[derive(Debug, thiserror::Error)]
+/// Why a revocation could not be recorded. Cloned for every revocation
+/// that shared the failed write.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RevocationError {
     #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(Arc<kube::Error>),
 
     #[error(
         "the revocation record {configmap} is full ({entries} live entries); tokens cannot be revoked until entries expire or the operator is given more shards"
     )]
     Full { configmap: String, entries: usize },
+
+    #[error("the revocation record's writer stopped before storing the entry")]
+    WriterGone,
+}
+
+impl From<kube::Error> for RevocationError {
+    fn from(error: kube::Error) -> Self {
+        Self::Kube(Arc::new(error))
+    }
 }
 
 type Result<T, E = RevocationError> = std::result::Result<T, E>;
@@ -96,20 +118,39 @@ pub fn shard_pages(shard: &str) -> impl Iterator<Item = String> + '_ {
         .chain((1..=OVERFLOW_PAGES).map(move |n| format!("{shard}-{n}")))
 }
 
+/// Entries a shard's next write carries: at most this many, so that one
+/// write never outgrows the room a page has left (80 bytes an entry: about
+/// 80 KiB).
+const MOST_PER_WRITE: usize = 1000;
+
+/// Revocations waiting for their shard's next write, each with whom to tell
+/// once it is stored.
+type Waiting = VecDeque<(BTreeMap<String, String>, oneshot::Sender<Result<()>>)>;
+
+#[derive(Default)]
+struct ShardQueue {
+    waiting: Waiting,
+    /// Whether a writer is working through this queue.
+    writing: bool,
+}
+
 /// Writes revocations into the cluster.
 #[derive(Clone)]
 pub struct RevocationStore {
     api: Api<ConfigMap>,
+    queues: Arc<Mutex<HashMap<String, ShardQueue>>>,
 }
 
 impl RevocationStore {
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            queues: Arc::default(),
         }
     }
 
     /// Records `tokens` as revoked; tokens already expired need no record.
+    /// Returns once every entry is stored.
     pub async fn revoke(&self, tokens: &[RevokedToken], now: Timestamp) -> Result<()> {
         let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for token in tokens.iter().filter(|t| t.expires_at > now) {
@@ -119,10 +160,55 @@ impl RevocationStore {
                 .or_default()
                 .insert(key, token.value());
         }
+        let mut stored = Vec::with_capacity(by_shard.len());
         for (shard, entries) in by_shard {
-            self.add_to_shard(&shard, &entries, now).await?;
+            let (told, told_rx) = oneshot::channel();
+            stored.push(told_rx);
+            let start_writer = {
+                let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let queue = queues.entry(shard.clone()).or_default();
+                queue.waiting.push_back((entries, told));
+                !std::mem::replace(&mut queue.writing, true)
+            };
+            if start_writer {
+                // Its own task: a caller that gives up waiting (a cancelled
+                // reconcile) must not stop the writes of the others.
+                tokio::spawn(self.clone().write_queue(shard));
+            }
+        }
+        for told in stored {
+            told.await.unwrap_or(Err(RevocationError::WriterGone))?;
         }
         Ok(())
+    }
+
+    /// Writes `shard`'s queue until it is empty, as many waiting entries at
+    /// a time as fit one write.
+    async fn write_queue(self, shard: String) {
+        loop {
+            let batch = {
+                let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(queue) = queues.get_mut(&shard) else {
+                    return;
+                };
+                let batch = take_batch(&mut queue.waiting, MOST_PER_WRITE);
+                if batch.is_empty() {
+                    queues.remove(&shard);
+                    return;
+                }
+                batch
+            };
+            let mut entries = BTreeMap::new();
+            let mut waiters = Vec::with_capacity(batch.len());
+            for (mut some, told) in batch {
+                entries.append(&mut some);
+                waiters.push(told);
+            }
+            let result = self.add_to_shard(&shard, &entries, Timestamp::now()).await;
+            for told in waiters {
+                let _ = told.send(result.clone());
+            }
+        }
     }
 
     /// Adds `entries` to the first page of `shard` with room, pruning a full
@@ -240,6 +326,24 @@ impl RevocationStore {
     }
 }
 
+/// The first waiting revocations, whole, up to `most` entries (at least one
+/// revocation, however many entries it has).
+fn take_batch(
+    waiting: &mut Waiting,
+    most: usize,
+) -> Vec<(BTreeMap<String, String>, oneshot::Sender<Result<()>>)> {
+    let mut batch = Vec::new();
+    let mut entries = 0;
+    while let Some((some, _)) = waiting.front() {
+        if !batch.is_empty() && entries + some.len() > most {
+            break;
+        }
+        entries += some.len();
+        batch.extend(waiting.pop_front());
+    }
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +402,29 @@ mod tests {
         );
         counts.apply(&kube::runtime::watcher::Event::Delete(cm));
         assert_eq!(counts.in_namespace("team-a"), 0);
+    }
+
+    #[test]
+    fn a_write_takes_whole_revocations_up_to_its_size() {
+        let revocation = |n: usize| {
+            let entries: BTreeMap<String, String> =
+                (0..n).map(|i| (format!("k{i}"), String::new())).collect();
+            (entries, oneshot::channel().0)
+        };
+        let sizes = |batch: &[(BTreeMap<String, String>, _)]| -> Vec<usize> {
+            batch.iter().map(|(e, _)| e.len()).collect()
+        };
+        let mut waiting: Waiting = [1, 2, 3, 5, 1].map(revocation).into();
+        assert_eq!(sizes(&take_batch(&mut waiting, 6)), [1, 2, 3]);
+        assert_eq!(sizes(&take_batch(&mut waiting, 6)), [5, 1]);
+        assert!(take_batch(&mut waiting, 6).is_empty());
+        let mut waiting: Waiting = [9, 1].map(revocation).into();
+        assert_eq!(
+            sizes(&take_batch(&mut waiting, 6)),
+            [9],
+            "one revocation larger than a write still goes, alone"
+        );
+        assert_eq!(sizes(&take_batch(&mut waiting, 6)), [1]);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::{Api, Client, core::PartialObjectMeta, runtime::watcher};
 
 use super::{
+    data_ownership::keep_data_ownership,
     keyrings::Keyrings,
     labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
     revocation_counts::RevocationCounts,
@@ -147,95 +147,9 @@ pub fn managed_secrets(
         Api::all(client.clone()),
         watcher::Config::default().labels(&managed_selector()),
     );
-    pending.project(move |secret| {
-        keep_data_ownership(secret);
+    pending.project(move |secret: &mut PartialObjectMeta<Secret>| {
+        keep_data_ownership(&mut secret.metadata);
         leave_out(secret);
     });
     (watched, pending)
-}
-
-/// Reduces each `managedFields` entry to its manager, operation and the
-/// data keys it owns, and drops `kubectl apply`'s copy of the object.
-pub fn keep_data_ownership(secret: &mut PartialObjectMeta<Secret>) {
-    let meta = &mut secret.metadata;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    for entry in meta.managed_fields.iter_mut().flatten() {
-        entry.time = None;
-        entry.api_version = None;
-        entry.fields_type = None;
-        if let Some(FieldsV1(serde_json::Value::Object(fields))) = entry.fields_v1.as_mut() {
-            fields.retain(|key, _| key == "f:data" || key == "f:stringData");
-        }
-    }
-    // Only writers of data matter: an entry of another manager that wrote
-    // none (a label, an annotation) goes.
-    if let Some(entries) = meta.managed_fields.as_mut() {
-        entries.retain(|entry| {
-            entry.manager.as_deref() == Some(crate::cluster::labels::MANAGER)
-                || entry
-                    .fields_v1
-                    .as_ref()
-                    .is_some_and(|f| f.0.as_object().is_some_and(|o| !o.is_empty()))
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn managed_secrets_keep_only_who_wrote_which_data_key() {
-        let mut secret = PartialObjectMeta::<Secret>::default();
-        secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
-            manager: Some("tokensmith".into()),
-            operation: Some("Apply".into()),
-            api_version: Some("v1".into()),
-            fields_v1: Some(FieldsV1(json!({
-                "f:data": {"f:token": {}},
-                "f:metadata": {"f:labels": {"f:a": {}}, "f:annotations": {"f:b": {}}},
-            }))),
-            ..ManagedFieldsEntry::default()
-        }]);
-        let label_only = ManagedFieldsEntry {
-            manager: Some("kubectl-label".into()),
-            operation: Some("Update".into()),
-            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:labels": {"f:x": {}}}}))),
-            ..ManagedFieldsEntry::default()
-        };
-        let edited = ManagedFieldsEntry {
-            manager: Some("kubectl-edit".into()),
-            fields_v1: Some(FieldsV1(json!({"f:data": {"f:token": {}}}))),
-            ..label_only.clone()
-        };
-        secret
-            .metadata
-            .managed_fields
-            .as_mut()
-            .unwrap()
-            .extend([label_only, edited]);
-        keep_data_ownership(&mut secret);
-        let entries = secret.metadata.managed_fields.unwrap();
-        let managers: Vec<_> = entries
-            .iter()
-            .map(|e| e.manager.as_deref().unwrap())
-            .collect();
-        assert_eq!(
-            managers,
-            ["tokensmith", "kubectl-edit"],
-            "who wrote no data is left out"
-        );
-        let entry = &entries[0];
-        assert_eq!(entry.manager.as_deref(), Some("tokensmith"));
-        assert_eq!(entry.operation.as_deref(), Some("Apply"));
-        assert_eq!(
-            entry.fields_v1.as_ref().unwrap().0,
-            json!({"f:data": {"f:token": {}}})
-        );
-    }
 }

@@ -83,6 +83,9 @@ impl Error {
                 "revocation_store_full"
             }
             Error::Revocation(crate::cluster::revocations::RevocationError::Kube(_)) => "kube",
+            Error::Revocation(crate::cluster::revocations::RevocationError::WriterGone) => {
+                "revocation_writer_gone"
+            }
             Error::SecretRefused { .. } => "secret_refused",
             Error::SecretTaken { .. } => "secret_taken",
         }

@@ -10,7 +10,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::reflector::ObjectRef,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +18,7 @@ use k8s_openapi::ByteString;
 
 use super::{Context, MANAGED_BY, MANAGER, Result};
 use crate::api::SecretTemplate;
+use crate::cluster::data_ownership::data_keys;
 
 /// The target Secret as the reconcile finds it.
 pub enum SecretState {
@@ -240,41 +241,23 @@ pub fn data_is_intact(meta: &ObjectMeta, keys: &[&str]) -> bool {
     let Some(entries) = meta.managed_fields.as_ref() else {
         return false;
     };
-    let data_fields =
-        |entry: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
-            entry
-                .fields_v1
-                .as_ref()
-                .and_then(|f| match &f.0 {
-                    Value::Object(fields) => Some(
-                        ["f:data", "f:stringData"]
-                            .iter()
-                            .filter_map(|k| fields.get(*k))
-                            .cloned()
-                            .collect::<Vec<_>>(),
-                    ),
-                    _ => None,
-                })
-                .unwrap_or_default()
-        };
-    let mut ours: Vec<Value> = Vec::new();
+    let mut ours: Vec<&str> = Vec::new();
     for entry in entries {
-        let data = data_fields(entry);
+        let written = data_keys(entry);
         if entry.manager.as_deref() == Some(MANAGER) {
-            ours.extend(data);
-        } else if !data.is_empty() {
+            ours.extend(written);
+        } else if !written.is_empty() {
             return false;
         }
     }
-    keys.iter()
-        .all(|k| ours.iter().any(|d| d.get(format!("f:{k}")).is_some()))
+    keys.iter().all(|k| ours.contains(k))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
         ManagedFieldsEntry {

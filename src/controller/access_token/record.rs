@@ -42,16 +42,23 @@ pub mod annotation {
 /// Label naming the AccessToken a Secret belongs to.
 pub const ACCESS_TOKEN_LABEL: &str = "tokensmith.dev/access-token";
 
-/// Drops from a token Secret's cached metadata the annotations written for
-/// people only. Other managed Secrets are left alone: a refresh chain's
-/// `tokensmith.dev/expires-at` is its record.
+/// Drops from a token Secret's cached metadata what no reconcile reads: the
+/// annotations written for people only, and its labels (a token Secret is
+/// known by its owner reference; its template's labels by their hash). A
+/// label map costs over half a kibibyte per Secret in the cache. Other
+/// managed Secrets are left alone: a refresh chain's labels name its client
+/// and its `tokensmith.dev/expires-at` is its record.
 pub fn leave_out_of_cache(secret: &mut PartialObjectMeta<Secret>) {
     let meta = &mut secret.metadata;
     let is_token_secret = meta
         .labels
         .as_ref()
         .is_some_and(|labels| labels.contains_key(ACCESS_TOKEN_LABEL));
-    if let Some(annotations) = meta.annotations.as_mut().filter(|_| is_token_secret) {
+    if !is_token_secret {
+        return;
+    }
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|key, _| !annotation::FOR_PEOPLE.contains(&key.as_str()));
     }
 }
@@ -437,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn only_token_secrets_lose_their_annotations_for_people() {
+    fn only_token_secrets_lose_their_labels_and_annotations_for_people() {
         let secret = |labels: serde_json::Value| -> PartialObjectMeta<Secret> {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "v1", "kind": "Secret",
@@ -461,12 +468,17 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(kept, [annotation::TOKEN_ID]);
+        assert_eq!(token.metadata.labels, None);
         let mut chain = secret(serde_json::json!({ "tokensmith.dev/refresh-chain-of": "c1" }));
         leave_out_of_cache(&mut chain);
         assert_eq!(
             chain.metadata.annotations.unwrap().len(),
             2,
             "a chain's expiry is its record"
+        );
+        assert!(
+            chain.metadata.labels.is_some(),
+            "a chain's labels name its client"
         );
     }
 }
