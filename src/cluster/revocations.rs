@@ -123,9 +123,11 @@ pub fn shard_pages(shard: &str) -> impl Iterator<Item = String> + '_ {
 /// 80 KiB).
 const MOST_PER_WRITE: usize = 1000;
 
-/// Revocations waiting for their shard's next write, each with whom to tell
-/// once it is stored.
-type Waiting = VecDeque<(BTreeMap<String, String>, oneshot::Sender<Result<()>>)>;
+/// One caller's entries for a shard, and whom to tell once they are stored.
+type Revocation = (BTreeMap<String, String>, oneshot::Sender<Result<()>>);
+
+/// Revocations waiting for their shard's next write.
+type Waiting = VecDeque<Revocation>;
 
 #[derive(Default)]
 struct ShardQueue {
@@ -328,10 +330,7 @@ impl RevocationStore {
 
 /// The first waiting revocations, whole, up to `most` entries (at least one
 /// revocation, however many entries it has).
-fn take_batch(
-    waiting: &mut Waiting,
-    most: usize,
-) -> Vec<(BTreeMap<String, String>, oneshot::Sender<Result<()>>)> {
+fn take_batch(waiting: &mut Waiting, most: usize) -> Vec<Revocation> {
     let mut batch = Vec::new();
     let mut entries = 0;
     while let Some((some, _)) = waiting.front() {
