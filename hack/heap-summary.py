@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Summarises a dhat heap profile (dhat-heap.json, written by a build with
-`--features heap-profile` when it ends on SIGTERM): the bytes live at the
-end of the run, by the innermost frame of our own code and by the innermost
-frame of a library that holds them. Usage: heap-summary.py dhat-heap.json [N]
+`--features heap-profile` on SIGUSR1, or when it ends on SIGTERM): the bytes
+live when it was written, by the innermost frame of our own code, by the
+innermost frame of a library that holds them, and by the first frames of our
+own code and kube's (which cache holds them). Usage:
+heap-summary.py dhat-heap.json [N]
 """
 
 import collections
@@ -10,10 +12,10 @@ import json
 import re
 import sys
 
-FIELD = "gb"  # bytes live at the peak ("eb": at the end)
+FIELD = "eb"  # bytes live when the profile was written ("gb": at the peak)
 
 SKIP = re.compile(
-    r"dhat::|alloc::|core::|std::|hashbrown::|__rust|<alloc|<core|<std|"
+    r"backtrace::|dhat::|alloc::|core::|std::|hashbrown::|__rust|<alloc|<core|<std|"
     r"serde::|serde_json::de|<serde|<&mut serde_json|<hashbrown|<T as alloc"
 )
 
@@ -35,6 +37,7 @@ def main() -> None:
     ours = collections.Counter()
     holders = collections.Counter()
     blocks = collections.Counter()
+    holders_by_cache = collections.Counter()
     total = 0
     for point in profile["pps"]:
         live = point.get(FIELD, 0)
@@ -47,13 +50,18 @@ def main() -> None:
         ours[own] += live
         holders[holder] += live
         blocks[own] += point.get(FIELD + "k", 0)
-    print(f"live at the end: {total / 1048576:.1f} MiB")
+        path = [name(f) for f in stack if re.search(r"tokensmith::|kube_runtime::", f)]
+        holders_by_cache[" <- ".join(path[:3]) or "?"] += live
+    print(f"live: {total / 1048576:.1f} MiB")
     print(f"\nby the innermost frame of tokensmith (MiB, blocks):")
     for frame, live in ours.most_common(most):
         print(f"{live / 1048576:8.2f} {blocks[frame]:9d}  {frame}")
     print(f"\nby the innermost frame outside std/alloc/serde (MiB):")
     for frame, live in holders.most_common(most):
         print(f"{live / 1048576:8.2f}  {frame}")
+    print(f"\nby the first frames of tokensmith and kube-runtime (MiB):")
+    for path, live in holders_by_cache.most_common(most):
+        print(f"{live / 1048576:8.2f}  {path[:300]}")
 
 
 if __name__ == "__main__":
