@@ -20,6 +20,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
@@ -136,11 +137,48 @@ struct ShardQueue {
     writing: bool,
 }
 
+/// How long the store remembers an entry it wrote, to skip writing it again.
+const REMEMBERED: Duration = Duration::from_secs(60);
+
 /// Writes revocations into the cluster.
 #[derive(Clone)]
 pub struct RevocationStore {
     api: Api<ConfigMap>,
     queues: Arc<Mutex<HashMap<String, ShardQueue>>>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The entries this process stored in the last [`REMEMBERED`]: a token
+/// revoked again soon after (a reconcile that ran on a copy of its
+/// AccessToken from before its finalizer was removed: the API server
+/// answers that removal with the version it deleted, so the copy does not
+/// look stale) costs no write. The record is never edited but by the
+/// operator, so what it stored is still there.
+#[derive(Default)]
+struct Recent {
+    stored: HashMap<String, Instant>,
+    pruned: Option<Instant>,
+}
+
+impl Recent {
+    fn holds(&self, key: &str) -> bool {
+        self.stored
+            .get(key)
+            .is_some_and(|at| at.elapsed() < REMEMBERED)
+    }
+
+    fn add(&mut self, keys: impl Iterator<Item = String>) {
+        let now = Instant::now();
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= REMEMBERED)
+        {
+            self.stored
+                .retain(|_, at| now.duration_since(*at) < REMEMBERED);
+            self.pruned = Some(now);
+        }
+        self.stored.extend(keys.map(|key| (key, now)));
+    }
 }
 
 impl RevocationStore {
@@ -148,20 +186,14 @@ impl RevocationStore {
         Self {
             api: Api::namespaced(client, namespace),
             queues: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
     /// Records `tokens` as revoked; tokens already expired need no record.
     /// Returns once every entry is stored.
     pub async fn revoke(&self, tokens: &[RevokedToken], now: Timestamp) -> Result<()> {
-        let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for token in tokens.iter().filter(|t| t.expires_at > now) {
-            let key = token.key();
-            by_shard
-                .entry(shard_name(&key))
-                .or_default()
-                .insert(key, token.value());
-        }
+        let by_shard = self.unstored_by_shard(tokens, now);
         let mut stored = Vec::with_capacity(by_shard.len());
         for (shard, entries) in by_shard {
             let (told, told_rx) = oneshot::channel();
@@ -182,6 +214,27 @@ impl RevocationStore {
             told.await.unwrap_or(Err(RevocationError::WriterGone))?;
         }
         Ok(())
+    }
+
+    /// The entries of `tokens` still to be stored, by shard: none for a
+    /// token already expired or stored a moment ago.
+    fn unstored_by_shard(
+        &self,
+        tokens: &[RevokedToken],
+        now: Timestamp,
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_shard: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for token in tokens.iter().filter(|t| t.expires_at > now) {
+            let key = token.key();
+            if !recent.holds(&key) {
+                by_shard
+                    .entry(shard_name(&key))
+                    .or_default()
+                    .insert(key, token.value());
+            }
+        }
+        by_shard
     }
 
     /// Writes `shard`'s queue until it is empty, as many waiting entries at
@@ -207,6 +260,12 @@ impl RevocationStore {
                 waiters.push(told);
             }
             let result = self.add_to_shard(&shard, &entries, Timestamp::now()).await;
+            if result.is_ok() {
+                self.recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add(entries.into_keys());
+            }
             for told in waiters {
                 let _ = told.send(result.clone());
             }
@@ -424,6 +483,22 @@ mod tests {
             "one revocation larger than a write still goes, alone"
         );
         assert_eq!(sizes(&take_batch(&mut waiting, 6)), [1]);
+    }
+
+    #[test]
+    fn an_entry_stored_recently_is_not_written_again() {
+        let mut recent = Recent::default();
+        assert!(!recent.holds("a"));
+        recent.add(["a".to_string(), "b".to_string()].into_iter());
+        assert!(recent.holds("a") && recent.holds("b") && !recent.holds("c"));
+        recent
+            .stored
+            .insert("old".into(), Instant::now() - REMEMBERED);
+        assert!(!recent.holds("old"), "forgotten after a while");
+        recent.pruned = Some(Instant::now() - REMEMBERED);
+        recent.add(std::iter::once("c".to_string()));
+        assert!(!recent.stored.contains_key("old"), "and pruned");
+        assert!(recent.holds("a") && recent.holds("c"));
     }
 
     #[test]
