@@ -1,7 +1,7 @@
 //! The `tokensmith` binary: everything is in the library; see `cli`.
 
-/// Every allocation recorded with its call stack, for heap profiles
-/// (`docs/testing.md`); never in a normal build.
+/// Every allocation recorded with its call stack, for heap profiles (README:
+/// Commands); never in a normal build.
 #[cfg(feature = "heap-profile")]
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
@@ -16,12 +16,13 @@ async fn main() -> std::process::ExitCode {
         let profiler = dhat::Profiler::builder().trim_backtraces(None).build();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
-                usr1.recv().await;
-                drop(profiler);
-            } else {
-                std::mem::forget(profiler);
-            }
+            // Without the signal, the profiler lives until the runtime
+            // drops this task at exit, and writes then.
+            match signal(SignalKind::user_defined1()) {
+                Ok(mut usr1) => usr1.recv().await,
+                Err(_) => std::future::pending().await,
+            };
+            drop(profiler);
         });
     }
     tokensmith::cli::main().await

@@ -29,7 +29,7 @@ use support::{
     ControlPlane, TestNamespace, eventually,
     operator::Operator,
     private_control_plane,
-    resources::{apply, is_ready, reason, secret_text, token_issuer},
+    resources::{apply, delete_all, is_ready, reason, secret_text, token_issuer},
 };
 use tokensmith::api::{AccessToken, AppRegistration, TokenIssuer};
 
@@ -250,17 +250,6 @@ async fn issued_after(tokens: &Api<AccessToken>, name: &str, since: Instant) -> 
         (reason(&token).as_deref() == Some("Issued")).then_some(since.elapsed())
     })
     .await
-}
-
-async fn delete_all(tokens: &Api<AccessToken>, names: impl Iterator<Item = String>) {
-    stream::iter(names)
-        .for_each_concurrent(32, |name| {
-            let tokens = tokens.clone();
-            async move {
-                let _ = tokens.delete(&name, &DeleteParams::default()).await;
-            }
-        })
-        .await;
 }
 
 /// Seconds of CPU the process has used.

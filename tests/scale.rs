@@ -21,7 +21,7 @@ use support::{
     ControlPlane, TestNamespace,
     operator::Operator,
     private_control_plane,
-    resources::{apply, is_ready, token_issuer},
+    resources::{apply, delete_all, is_ready, token_issuer},
 };
 use tokensmith::api::AccessToken;
 
@@ -356,7 +356,6 @@ async fn revoke_all(
     tokens: usize,
 ) -> String {
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::DeleteParams;
     let api: Api<AccessToken> = Api::namespaced(client.clone(), namespace);
     let before = requests(cp);
     let started = Instant::now();
@@ -371,14 +370,7 @@ async fn revoke_all(
         .into_iter()
         .filter_map(|t| t.metadata.name)
         .collect();
-    stream::iter(names)
-        .for_each_concurrent(32, |name| {
-            let api = api.clone();
-            async move {
-                let _ = api.delete(&name, &DeleteParams::default()).await;
-            }
-        })
-        .await;
+    delete_all(&api, names).await;
     loop {
         let left = api.list(&ListParams::default().limit(1)).await.unwrap();
         if left.items.is_empty() || started.elapsed() > Duration::from_secs(1800) {

@@ -13,16 +13,14 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use serde_json::Value;
 
-use super::labels::MANAGER;
+use super::{labels::MANAGER, watch::drop_last_applied};
 
 const DATA_FIELDS: [&str; 2] = ["f:data", "f:stringData"];
 
 /// Reduces `managedFields` to the compact form, and drops `kubectl apply`'s
 /// copy of the object.
 pub fn keep_data_ownership(meta: &mut ObjectMeta) {
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
+    drop_last_applied(meta);
     let Some(entries) = meta.managed_fields.take() else {
         return;
     };

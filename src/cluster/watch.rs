@@ -416,6 +416,11 @@ fn map_event<A, B>(event: watcher::Event<A>, convert: impl Fn(A) -> B) -> watche
 pub fn strip_bookkeeping<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
+    drop_last_applied(meta);
+}
+
+/// Drops `kubectl apply`'s copy of the whole object, which no reader needs.
+pub fn drop_last_applied(meta: &mut kube::api::ObjectMeta) {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }

@@ -164,3 +164,20 @@ pub async fn is_recorded_as_revoked(client: &Client, token_id: &str) -> bool {
     })
     .unwrap_or(false)
 }
+
+/// Deletes the named objects one request each, 32 at a time, as a GitOps
+/// prune sends them; an object already gone is no error.
+pub async fn delete_all<K>(api: &Api<K>, names: impl IntoIterator<Item = String>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    use futures::{StreamExt, stream};
+    stream::iter(names)
+        .for_each_concurrent(32, |name| {
+            let api = api.clone();
+            async move {
+                let _ = api.delete(&name, &kube::api::DeleteParams::default()).await;
+            }
+        })
+        .await;
+}
