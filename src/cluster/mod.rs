@@ -2,6 +2,7 @@
 //! reconcilers and the token service: one watch per kind, decoded so that
 //! one bad object never stops the others.
 
+pub mod cached_secret;
 pub mod data_ownership;
 pub mod decoded;
 pub mod issuers;
@@ -13,6 +14,7 @@ pub mod revocations;
 pub mod watch;
 pub mod watches;
 
+pub use cached_secret::CachedSecret;
 pub use decoded::{Decoded, Undecodable};
 pub use keyrings::{KeyringError, Keyrings};
 pub use watch::Watched;

@@ -27,7 +27,7 @@ use kube::{
     Api, Resource,
     runtime::{
         reflector::{ObjectRef, Store, store::Writer},
-        watcher,
+        watcher::{self, watcher},
     },
 };
 use serde::de::DeserializeOwned;
@@ -134,6 +134,24 @@ impl<K: Object + DeserializeOwned + std::fmt::Debug> Watched<K> {
             .boxed();
         Self::from_events(events)
     }
+}
+
+impl<K: Object> Watched<K> {
+    /// A watch whose objects are converted before they are cached: to a
+    /// record smaller than the Kubernetes object, say.
+    pub fn converted<S>(
+        api: Api<S>,
+        config: watcher::Config,
+        convert: impl Fn(S) -> K + Send + 'static,
+    ) -> (Self, Pending<K>)
+    where
+        S: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let events = watcher(api, config)
+            .map(move |event| event.map(|e| map_event(e, |o| Ok(convert(o)))))
+            .boxed();
+        Self::from_events(events)
+    }
 
     fn from_events(
         events: BoxStream<'static, Result<watcher::Event<Decodable<K>>, watcher::Error>>,
@@ -181,9 +199,7 @@ impl<K: Object + DeserializeOwned + std::fmt::Debug> Watched<K> {
         // The cache keeps its contents once its writer is gone.
         watched
     }
-}
 
-impl<K: Object> Watched<K> {
     /// The cache.
     pub fn store(&self) -> Store<K> {
         self.store.clone()

@@ -3,9 +3,10 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::{Api, Client, core::PartialObjectMeta, runtime::watcher};
+use kube::{Api, Client, api::ObjectMeta, core::PartialObjectMeta, runtime::watcher};
 
 use super::{
+    cached_secret::CachedSecret,
     data_ownership::keep_data_ownership,
     keyrings::Keyrings,
     labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
@@ -133,23 +134,22 @@ impl PendingWatches {
 
 /// The metadata of every Secret the operator manages, in any namespace:
 /// what the reconcilers compare with their records. Only the leader keeps
-/// it. Of `managedFields` only who wrote which data keys stays: that tells
+/// it, and only metadata is watched (`PartialObjectMeta`: no data).
+/// Of `managedFields` only who wrote which data keys stays: that tells
 /// whether someone else edited a Secret's data; `leave_out` drops more of
 /// what the reconcilers never read.
 pub fn managed_secrets(
     client: &Client,
-    leave_out: fn(&mut PartialObjectMeta<Secret>),
-) -> (
-    Watched<PartialObjectMeta<Secret>>,
-    Pending<PartialObjectMeta<Secret>>,
-) {
-    let (watched, mut pending) = Watched::new(
-        Api::all(client.clone()),
+    leave_out: fn(&mut ObjectMeta),
+) -> (Watched<CachedSecret>, Pending<CachedSecret>) {
+    Watched::converted(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default().labels(&managed_selector()),
-    );
-    pending.project(move |secret: &mut PartialObjectMeta<Secret>| {
-        keep_data_ownership(&mut secret.metadata);
-        leave_out(secret);
-    });
-    (watched, pending)
+        move |secret| {
+            let mut meta = secret.metadata;
+            keep_data_ownership(&mut meta);
+            leave_out(&mut meta);
+            CachedSecret::new(meta)
+        },
+    )
 }

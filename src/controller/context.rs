@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Client, Resource,
-    core::PartialObjectMeta,
     runtime::{events::Reporter, reflector::Store},
 };
 
@@ -17,7 +15,7 @@ use super::{
 };
 use crate::{
     api::AppRegistration,
-    cluster::{Keyrings, Watched, Watches, issuers::IssuerStores},
+    cluster::{CachedSecret, Keyrings, Watched, Watches, issuers::IssuerStores},
     telemetry::Metrics,
 };
 
@@ -48,7 +46,7 @@ pub struct Context {
     events: Events,
     pub revocations: RevocationStore,
     /// Metadata of the Secrets the operator manages (never their data).
-    pub managed_secrets: Store<PartialObjectMeta<Secret>>,
+    pub managed_secrets: Store<CachedSecret>,
     pub issuers: IssuerStores,
     pub apps: Store<AppRegistration>,
     /// Live revocation entries per namespace, for the quota.
@@ -66,7 +64,7 @@ impl Context {
         config: Config,
         metrics: Arc<Metrics>,
         watches: &Watches,
-        managed_secrets: &Watched<PartialObjectMeta<Secret>>,
+        managed_secrets: &Watched<CachedSecret>,
     ) -> Arc<Context> {
         let reporter = Reporter {
             controller: "tokensmith".into(),

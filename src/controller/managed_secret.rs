@@ -41,7 +41,7 @@ impl SecretState {
         let cached = ctx
             .managed_secrets
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|s| s.metadata.clone());
+            .map(|s| s.to_meta());
         // Not among the managed Secrets: taken as absent without asking.
         // Should one exist anyway (someone else's, or ours not yet seen by
         // the cache), creating it fails and `put` finds out which.

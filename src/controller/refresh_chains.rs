@@ -21,11 +21,11 @@ pub async fn prune_expired_chains(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let chains = ctx.managed_secrets.state().into_iter().filter(|s| {
         s.namespace().as_deref() == Some(namespace.as_str())
-            && s.labels().get(CHAIN_CLIENT_LABEL).map(String::as_str) == Some(client_id)
+            && s.label(CHAIN_CLIENT_LABEL) == Some(client_id)
     });
     let mut next = None;
     for chain in chains {
-        match expiry_of(&chain.metadata) {
+        match expiry_of(&chain.to_meta()) {
             Some(at) if at > now => next = next.min(Some(at)).or(Some(at)),
             _ => {
                 let name = chain.name_any();

@@ -48,10 +48,10 @@ pub async fn sweep(ctx: &Context) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let now = Timestamp::now();
     for secret in ctx.managed_secrets.state() {
-        let meta = &secret.metadata;
-        if meta.namespace.as_ref() != Some(namespace) {
+        if secret.namespace().as_ref() != Some(namespace) {
             continue;
         }
+        let meta = &secret.to_meta();
         let orphan = match Kept::of(meta) {
             Some(Kept::Chain { client_id, app }) => {
                 expiry_of(meta).is_none_or(|at| at <= now)

@@ -8,6 +8,7 @@
 
 mod adopt;
 mod decide;
+mod horizon;
 mod outcome;
 mod reconciler;
 mod record;
@@ -22,7 +23,6 @@ use futures::Stream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Resource, ResourceExt,
-    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::Action,
@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     api::{AccessToken, AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
-    cluster::{Watched, Watches},
+    cluster::{CachedSecret, Watched, Watches},
 };
 
 /// How many tokens replaced by rotation stay valid beside the current one;
@@ -51,7 +51,7 @@ pub const MAX_PREVIOUS_TOKENS: usize = 10;
 pub fn controller(
     ctx: Arc<Context>,
     watches: &Watches,
-    managed_secrets: &Watched<PartialObjectMeta<Secret>>,
+    managed_secrets: &Watched<CachedSecret>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
     let tokens = watches.access_tokens.store();
@@ -90,7 +90,8 @@ pub fn controller(
     .watches_shared_stream(
         watches.apps.subscribe(),
         move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
-    );
+    )
+    .reconcile_on(horizon::sweep(watches.access_tokens.store()));
     super::run_controller(
         controller,
         ctx,
@@ -115,7 +116,7 @@ fn behind_own_write(ctx: &Context, token: &AccessToken) -> bool {
         || own.awaiting::<Secret>(
             namespace.as_deref(),
             &secret_name,
-            secret.as_ref().map(|s| &s.metadata),
+            secret.as_ref().map(|s| s.meta()),
         )
 }
 

@@ -5,12 +5,14 @@
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::runtime::controller::Action;
 
-use super::{MAX_PREVIOUS_TOKENS, decide::MintReason, record::RecordedToken};
+use super::{
+    MAX_PREVIOUS_TOKENS, decide::MintReason, horizon::look_again_at, record::RecordedToken,
+};
 use crate::{
     api::{AccessTokenStatus, PreviousToken, reason},
     controller::{
         conditions::{Readiness, ready_condition},
-        status::{ReadyStatus, requeue_at},
+        status::ReadyStatus,
     },
     token::{TimingPolicy, renewal_time},
 };
@@ -203,12 +205,10 @@ fn renewal_at(record: &RecordedToken, timing: &TimingPolicy) -> Option<Timestamp
     .flatten()
 }
 
-/// When to look at a token next: its renewal time, else its expiry.
+/// When to look at a token next: its renewal time, else its expiry (the
+/// times its status records: see [`super::horizon`]).
 pub fn requeue_for(record: &RecordedToken, timing: &TimingPolicy, now: Timestamp) -> Action {
-    requeue_at(
-        Some(renewal_at(record, timing).unwrap_or(record.expires_at)),
-        now,
-    )
+    look_again_at(renewal_at(record, timing).unwrap_or(record.expires_at), now)
 }
 
 #[cfg(test)]

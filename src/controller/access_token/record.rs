@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use crate::{
@@ -48,8 +48,7 @@ pub const ACCESS_TOKEN_LABEL: &str = "tokensmith.dev/access-token";
 /// label map costs over half a kibibyte per Secret in the cache. Other
 /// managed Secrets are left alone: a refresh chain's labels name its client
 /// and its `tokensmith.dev/expires-at` is its record.
-pub fn leave_out_of_cache(secret: &mut PartialObjectMeta<Secret>) {
-    let meta = &mut secret.metadata;
+pub fn leave_out_of_cache(meta: &mut ObjectMeta) {
     let is_token_secret = meta
         .labels
         .as_ref()
@@ -445,40 +444,28 @@ mod tests {
 
     #[test]
     fn only_token_secrets_lose_their_labels_and_annotations_for_people() {
-        let secret = |labels: serde_json::Value| -> PartialObjectMeta<Secret> {
+        let secret = |labels: serde_json::Value| -> ObjectMeta {
             serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {
-                    "name": "s", "labels": labels,
-                    "annotations": {
-                        annotation::EXPIRES_AT: "2030-01-01T00:00:00Z",
-                        annotation::TOKEN_ID: "t1",
-                    },
+                "name": "s", "labels": labels,
+                "annotations": {
+                    annotation::EXPIRES_AT: "2030-01-01T00:00:00Z",
+                    annotation::TOKEN_ID: "t1",
                 },
             }))
             .unwrap()
         };
         let mut token = secret(serde_json::json!({ ACCESS_TOKEN_LABEL: "ci" }));
         leave_out_of_cache(&mut token);
-        let kept: Vec<&String> = token
-            .metadata
-            .annotations
-            .as_ref()
-            .unwrap()
-            .keys()
-            .collect();
+        let kept: Vec<&String> = token.annotations.as_ref().unwrap().keys().collect();
         assert_eq!(kept, [annotation::TOKEN_ID]);
-        assert_eq!(token.metadata.labels, None);
+        assert_eq!(token.labels, None);
         let mut chain = secret(serde_json::json!({ "tokensmith.dev/refresh-chain-of": "c1" }));
         leave_out_of_cache(&mut chain);
         assert_eq!(
-            chain.metadata.annotations.unwrap().len(),
+            chain.annotations.unwrap().len(),
             2,
             "a chain's expiry is its record"
         );
-        assert!(
-            chain.metadata.labels.is_some(),
-            "a chain's labels name its client"
-        );
+        assert!(chain.labels.is_some(), "a chain's labels name its client");
     }
 }

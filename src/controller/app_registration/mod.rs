@@ -12,12 +12,16 @@ mod record;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        reflector::{ObjectRef, Store},
+    },
 };
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, instrument};
@@ -34,7 +38,7 @@ use super::{
 };
 use crate::{
     api::{AppRegistration, ClusterTokenIssuer, Issuer, TokenIssuer, reason},
-    cluster::{Watched, Watches, issuers::ResolvedIssuer},
+    cluster::{CachedSecret, Watched, Watches, issuers::ResolvedIssuer},
     token::{fingerprint, new_opaque_token, whole_seconds},
 };
 
@@ -48,7 +52,7 @@ pub const CLIENT_SECRET_PREFIX: &str = "tkcs_";
 pub fn controller(
     ctx: Arc<Context>,
     watches: &Watches,
-    managed_secrets: &Watched<PartialObjectMeta<Secret>>,
+    managed_secrets: &Watched<CachedSecret>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
     let apps = watches.apps.store();
@@ -60,22 +64,16 @@ pub fn controller(
             .owns_shared_stream(own.without_echoes(managed_secrets.subscribe()))
             // A new refresh chain is a new thing to prune once it expires: its app
             // (named by client id) looks at it.
-            .watches_shared_stream(
-                managed_secrets.subscribe(),
-                move |chain: Arc<PartialObjectMeta<Secret>>| {
-                    if chain.namespace().as_deref() != Some(operator_namespace.as_str()) {
-                        return Vec::new();
-                    }
-                    let Some(client_id) = chain.labels().get(CHAIN_CLIENT_LABEL).cloned() else {
-                        return Vec::new();
-                    };
-                    for_chains
-                        .state()
-                        .iter()
-                        .filter(|a| a.uid().as_ref() == Some(&client_id))
-                        .map(|a| ObjectRef::from_obj(a.as_ref()))
-                        .collect::<Vec<_>>()
-                },
+            .reconcile_on(
+                managed_secrets
+                    .subscribe()
+                    .flat_map(move |chain: Arc<CachedSecret>| {
+                        futures::stream::iter(apps_of_chain(
+                            &for_chains,
+                            &operator_namespace,
+                            &chain,
+                        ))
+                    }),
             )
             // An app waiting for its issuer (created with it, say) goes on as soon
             // as the issuer is ready, not at its next retry.
@@ -95,6 +93,26 @@ pub fn controller(
         reconcile,
         Duration::from_secs(10),
     )
+}
+
+/// The app a refresh chain belongs to (named by client id, its UID): a new
+/// chain is a new thing for it to prune once it expires.
+fn apps_of_chain(
+    apps: &Store<AppRegistration>,
+    operator_namespace: &str,
+    chain: &CachedSecret,
+) -> Vec<ObjectRef<AppRegistration>> {
+    if chain.namespace().as_deref() != Some(operator_namespace) {
+        return Vec::new();
+    }
+    let Some(client_id) = chain.label(CHAIN_CLIENT_LABEL) else {
+        return Vec::new();
+    };
+    apps.state()
+        .iter()
+        .filter(|a| a.uid().as_deref() == Some(client_id))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
 }
 
 /// Maps a changed issuer to the apps that name it.
