@@ -110,13 +110,19 @@ impl OwnWrites {
             written.at.shrink_to(kept * 2);
             written.pruned = Some(now);
         }
+        // A write that removed the last finalizer of an object being
+        // deleted deleted it: the API server answers with the version it
+        // deletes, which the cache already holds, and only the deletion's
+        // event (a later version) shows the cache caught up.
+        let deleted =
+            meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty);
         written.at.insert(key, now);
         written.unseen.insert(
             name,
             Unseen {
                 uid,
                 echo: key,
-                version: version_number(meta),
+                version: version_number(meta).map(|v| if deleted { v + 1 } else { v }),
                 at: now,
             },
         );
@@ -279,6 +285,33 @@ mod tests {
         // Once its echo went by, nothing awaits it.
         assert!(own.is_echo(&object("a", "10")));
         assert!(!awaiting(Some(&before)));
+    }
+
+    #[test]
+    fn a_copy_from_before_the_last_finalizer_s_removal_awaits_the_deletion() {
+        let own = OwnWrites::new();
+        let awaiting = |cached: &ConfigMap| {
+            own.awaiting::<ConfigMap>(Some("ns"), "cm", Some(&cached.metadata))
+        };
+        let terminating = |version: &str, finalizers: Vec<String>| {
+            let mut object = object("a", version);
+            object.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+            object.metadata.finalizers = Some(finalizers);
+            object
+        };
+        // Removing another finalizer leaves the object: its answer is a
+        // new version, as for any write.
+        own.wrote(&terminating("10", vec!["other".into()]));
+        assert!(!awaiting(&terminating("10", vec!["other".into()])));
+        // Removing the last one deletes it, at the version the cache holds.
+        let cached = terminating("10", vec!["tokensmith.dev/revoke".into()]);
+        own.wrote(&terminating("10", vec![]));
+        assert!(awaiting(&cached), "the copy from before the removal");
+        assert!(!own.is_echo(&terminating("11", vec![])), "the deletion");
+        assert!(!awaiting(&cached), "the deletion was seen");
     }
 
     #[test]

@@ -41,10 +41,10 @@ pub struct Index {
     pub apps: Store<AppRegistration>,
     pub revocations: Store<ConfigMap>,
     pub operator_namespace: String,
-    /// AccessTokens by issuer and id of their current and superseded tokens.
-    token_ids: KeyIndex<AccessToken>,
-    /// AccessTokens by the fingerprints of their current and superseded tokens.
-    token_hashes: KeyIndex<AccessToken>,
+    /// AccessTokens by issuer and id of their current and superseded
+    /// tokens, and by their fingerprints: one index, so that each token is
+    /// referred to once (an issuer URL key and a `sha256:` key never meet).
+    tokens: KeyIndex<AccessToken>,
     /// AppRegistrations by client id (UID).
     clients: KeyIndex<AppRegistration>,
     /// Parsed keyrings of the key Secrets.
@@ -87,6 +87,12 @@ fn token_hashes(token: &AccessToken) -> Vec<String> {
         .collect()
 }
 
+fn token_keys(token: &AccessToken) -> Vec<String> {
+    let mut keys = token_ids(token);
+    keys.extend(token_hashes(token));
+    keys
+}
+
 fn client_ids(app: &AppRegistration) -> Vec<String> {
     app.uid().into_iter().collect()
 }
@@ -96,15 +102,8 @@ impl Index {
     /// them through hooks, so they must be added before the watches run.
     pub fn new(watches: &Watches, pending: &mut PendingWatches, operator_namespace: &str) -> Self {
         let index = Self::over(watches, operator_namespace);
-        let (ids, hashes, clients) = (
-            index.token_ids.clone(),
-            index.token_hashes.clone(),
-            index.clients.clone(),
-        );
-        pending.access_tokens.hook(move |event| {
-            ids.apply(event);
-            hashes.apply(event);
-        });
+        let (tokens, clients) = (index.tokens.clone(), index.clients.clone());
+        pending.access_tokens.hook(move |event| tokens.apply(event));
         pending.apps.hook(move |event| clients.apply(event));
         index
     }
@@ -121,8 +120,7 @@ impl Index {
             apps: watches.apps.store(),
             revocations: watches.revocations.store(),
             operator_namespace: operator_namespace.to_string(),
-            token_ids: KeyIndex::new(token_ids),
-            token_hashes: KeyIndex::new(token_hashes),
+            tokens: KeyIndex::new(token_keys),
             clients: KeyIndex::new(client_ids),
             keyrings: watches.keyrings.clone(),
         }
@@ -136,12 +134,8 @@ impl Index {
         access_tokens: Vec<AccessToken>,
         apps: Vec<AppRegistration>,
     ) -> Self {
-        let (token_ids, token_hashes, clients) = (
-            KeyIndex::new(token_ids),
-            KeyIndex::new(token_hashes),
-            KeyIndex::new(client_ids),
-        );
-        let (ids, hashes, app_ids) = (token_ids.clone(), token_hashes.clone(), clients.clone());
+        let (tokens, clients) = (KeyIndex::new(token_keys), KeyIndex::new(client_ids));
+        let (token_keys, app_ids) = (tokens.clone(), clients.clone());
         let key_secrets = Watched::fixed(key_secrets, vec![]).store();
         Self {
             issuers: IssuerStores {
@@ -152,17 +146,13 @@ impl Index {
             key_secrets: key_secrets.clone(),
             access_tokens: Watched::fixed(
                 access_tokens,
-                vec![Box::new(move |event| {
-                    ids.apply(event);
-                    hashes.apply(event);
-                })],
+                vec![Box::new(move |event| token_keys.apply(event))],
             )
             .store(),
             apps: Watched::fixed(apps, vec![Box::new(move |event| app_ids.apply(event))]).store(),
             revocations: Watched::fixed(vec![], vec![]).store(),
             operator_namespace: operator_namespace.to_string(),
-            token_ids,
-            token_hashes,
+            tokens,
             clients,
             keyrings: Keyrings::new(key_secrets),
         }
@@ -229,13 +219,13 @@ impl Index {
     /// `issuer_url` (current or superseded token).
     pub fn access_token_by_id(&self, issuer_url: &str, token_id: &str) -> Option<Arc<AccessToken>> {
         let key = token_key(issuer_url, token_id);
-        let token = self.access_tokens.get(&self.token_ids.get(&key)?)?;
+        let token = self.access_tokens.get(&self.tokens.get(&key)?)?;
         token_ids(&token).contains(&key).then_some(token)
     }
 
     /// The AccessToken holding the opaque token with this fingerprint, and its id.
     pub fn access_token_by_hash(&self, hash: &str) -> Option<(Arc<AccessToken>, String)> {
-        let token = self.access_tokens.get(&self.token_hashes.get(hash)?)?;
+        let token = self.access_tokens.get(&self.tokens.get(hash)?)?;
         let status = token.status.as_ref()?;
         let id = if status.token_hash.as_deref() == Some(hash) {
             status.token_id.clone()
