@@ -46,7 +46,6 @@ fn rss_mib(pid: i32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Seconds from each Ready token's creation to its Ready condition.
 /// What the operator's allocator has handed out and not taken back, MiB.
 async fn heap_mib(operator: &Operator) -> f64 {
     operator
@@ -56,6 +55,7 @@ async fn heap_mib(operator: &Operator) -> f64 {
         / (1024.0 * 1024.0)
 }
 
+/// Seconds from each Ready token's creation to its Ready condition.
 fn latencies(tokens: &[AccessToken]) -> Vec<i64> {
     let mut seconds: Vec<i64> = tokens
         .iter()
@@ -274,10 +274,10 @@ async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = operator_writes(&audit_log, skip);
     let total: usize = written.values().sum();
-    let rss = rss_mib(second.pid);
+    let (rss, heap) = (rss_mib(second.pid), heap_mib(&second).await);
     *operator = second;
     format!(
-        "| cold start with {tokens} AccessTokens | serving after {:.1} s, every token re-checked after {:.1} s (goal: ≤ 5 s) | {total} writes by the operator (goal: 0) {written:?} | RSS {rss:.1} MiB |",
+        "| cold start with {tokens} AccessTokens | serving after {:.1} s, every token re-checked after {:.1} s (goal: ≤ 5 s) | {total} writes by the operator (goal: 0) {written:?} | RSS {rss:.1} MiB (heap in use {heap:.1} MiB) |",
         serving.as_secs_f64(),
         rechecked.as_secs_f64()
     )

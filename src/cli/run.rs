@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (watches, mut pending) = Watches::new(&client, &config.namespace);
     let index = server::Index::new(&watches, &mut pending, &config.namespace);
     let watching = tokio::spawn(pending.run());
+    tokio::spawn(telemetry::allocator::release_free_memory_periodically());
     let metrics = Metrics::shared();
     metrics.collect_objects_with(controller::object_metrics::ObjectMetrics::new(&watches));
     let readiness = ReadyProbe::default();

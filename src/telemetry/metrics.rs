@@ -294,26 +294,13 @@ impl Metrics {
         if let Some(source) = self.soonest_expiry_source.get() {
             self.set_soonest_expiry(source());
         }
-        if let Some(bytes) = heap_allocated_bytes() {
+        if let Some(bytes) = super::allocator::allocated_bytes() {
             self.heap_allocated.set(bytes);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
-}
-
-/// What the allocator has handed out, where it can say.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn heap_allocated_bytes() -> Option<i64> {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    i64::try_from(info.uordblks + info.hblkhd).ok()
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap_allocated_bytes() -> Option<i64> {
-    None
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Logging, metrics and probes. Logs are text for people or JSON for log
-//! pipelines; spans carry the resource's namespace and name, so every line
-//! says what it is about.
+//! Logging, metrics and probes (and the allocator they report on). Logs
+//! are text for people or JSON for log pipelines; spans carry the
+//! resource's namespace and name, so every line says what it is about.
 
+pub mod allocator;
 pub mod endpoint;
 mod json;
 pub mod metrics;
