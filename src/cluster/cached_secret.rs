@@ -19,6 +19,8 @@ use k8s_openapi::{
 use kube::Resource;
 use serde_json::Value;
 
+use super::data_ownership::keep_data_ownership;
+
 type Pairs = Box<[(Box<str>, Box<str>)]>;
 
 /// The metadata of a Secret the operator manages. [`Resource::meta`] holds
@@ -36,8 +38,10 @@ pub struct CachedSecret {
 }
 
 impl CachedSecret {
-    /// Caches `meta`, whose `managedFields` are already in the compact form.
+    /// Caches `meta`, its `managedFields` reduced to who wrote which data
+    /// keys (and `kubectl apply`'s copy of the object dropped).
     pub fn new(mut meta: ObjectMeta) -> Self {
+        keep_data_ownership(&mut meta);
         let labels = pairs(meta.labels.take().unwrap_or_default());
         let annotations = pairs(meta.annotations.take().unwrap_or_default());
         let data_writers = meta
@@ -146,7 +150,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cluster::data_ownership::{data_keys, keep_data_ownership};
+    use crate::cluster::data_ownership::data_keys;
 
     fn meta() -> ObjectMeta {
         serde_json::from_value(json!({
@@ -167,9 +171,9 @@ mod tests {
 
     #[test]
     fn reads_back_what_was_cached() {
+        let cached = CachedSecret::new(meta());
         let mut original = meta();
         keep_data_ownership(&mut original);
-        let cached = CachedSecret::new(original.clone());
         assert_eq!(cached.to_meta(), original);
         assert_eq!(cached.label("x"), Some("1"));
         assert_eq!(cached.annotation("note"), Some("a,b=c"));
@@ -191,9 +195,7 @@ mod tests {
 
     #[test]
     fn identity_and_owners_stay_in_meta_labels_do_not() {
-        let mut original = meta();
-        keep_data_ownership(&mut original);
-        let cached = CachedSecret::new(original);
+        let cached = CachedSecret::new(meta());
         let meta = cached.meta();
         assert_eq!(meta.uid.as_deref(), Some("u1"));
         assert_eq!(meta.resource_version.as_deref(), Some("7"));

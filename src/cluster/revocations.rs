@@ -149,11 +149,11 @@ pub struct RevocationStore {
 }
 
 /// The entries this process stored in the last [`REMEMBERED`]: a token
-/// revoked again soon after (a reconcile that ran on a copy of its
-/// AccessToken from before its finalizer was removed: the API server
-/// answers that removal with the version it deleted, so the copy does not
-/// look stale) costs no write. The record is never edited but by the
-/// operator, so what it stored is still there.
+/// revoked again soon after (a retried reconcile whose earlier write went
+/// through, the revocation endpoint asked twice) costs no write. A
+/// reconcile on a copy from before a finalizer's removal no longer gets
+/// here: `OwnWrites` makes it wait for the deletion. The record is never
+/// edited but by the operator, so what it stored is still there.
 #[derive(Default)]
 struct Recent {
     stored: HashMap<String, Instant>,

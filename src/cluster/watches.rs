@@ -7,7 +7,6 @@ use kube::{Api, Client, api::ObjectMeta, core::PartialObjectMeta, runtime::watch
 
 use super::{
     cached_secret::CachedSecret,
-    data_ownership::keep_data_ownership,
     keyrings::Keyrings,
     labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
     revocation_counts::RevocationCounts,
@@ -147,7 +146,6 @@ pub fn managed_secrets(
         watcher::Config::default().labels(&managed_selector()),
         move |secret| {
             let mut meta = secret.metadata;
-            keep_data_ownership(&mut meta);
             leave_out(&mut meta);
             CachedSecret::new(meta)
         },
