@@ -5,10 +5,15 @@
 //! A key claimed by two objects finds neither: whichever answer the index
 //! gave would be a guess, and a guess could hand one object's token to
 //! another. The clash is logged once, when it appears.
+//!
+//! Keys are held as 64-bit keyed hashes, not as strings (a token's id and
+//! fingerprint would be most of the index's bytes). Two keys with one hash
+//! count as a clash, so a collision can only hide an object, never find the
+//! wrong one; and every caller checks the object it finds holds the key.
 
 use std::{
     collections::HashMap,
-    hash::Hash,
+    hash::{BuildHasher, Hash, RandomState},
     sync::{Arc, RwLock},
 };
 
@@ -23,9 +28,9 @@ use tracing::warn;
 type Object<K> = Arc<ObjectRef<K>>;
 
 struct Entries<K: Resource<DynamicType = ()>> {
-    /// The objects claiming each key; more than one is a clash.
-    by_key: HashMap<Arc<str>, Vec<Object<K>>>,
-    keys_of_object: HashMap<Object<K>, Box<[Arc<str>]>>,
+    /// The objects claiming each key's hash; more than one is a clash.
+    by_key: HashMap<u64, Vec<Object<K>>>,
+    keys_of_object: HashMap<Object<K>, Box<[u64]>>,
 }
 
 impl<K: Resource<DynamicType = ()>> Default for Entries<K> {
@@ -55,17 +60,16 @@ where
         }
     }
 
-    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<String>) {
+    fn insert(&mut self, object: ObjectRef<K>, keys: Box<[u64]>) {
         self.remove(&object);
         if keys.is_empty() {
             return;
         }
         let object = Arc::new(object);
-        let keys: Box<[Arc<str>]> = keys.into_iter().map(Arc::from).collect();
         for key in keys.iter() {
             let claimants = self
                 .by_key
-                .entry(key.clone())
+                .entry(*key)
                 // Nearly every key has one claimant: no room for more.
                 .or_insert_with(|| Vec::with_capacity(1));
             if !claimants.contains(&object) {
@@ -98,6 +102,16 @@ struct State<K: Resource<DynamicType = ()>> {
     /// Filled during a (re)list, swapped in when it is done, as the
     /// reflector does with its store.
     relisting: Option<Entries<K>>,
+    /// Keyed per process: no one can choose keys that collide.
+    hasher: RandomState,
+}
+
+impl<K: Resource<DynamicType = ()>> State<K> {
+    fn hashes(&self, keys: Vec<String>) -> Box<[u64]> {
+        keys.iter()
+            .map(|key| self.hasher.hash_one(key.as_str()))
+            .collect()
+    }
 }
 
 /// Objects of kind `K` by the keys `keys_of` gives each.
@@ -117,6 +131,7 @@ where
             state: Arc::new(RwLock::new(State {
                 live: Entries::default(),
                 relisting: None,
+                hasher: RandomState::new(),
             })),
             keys_of,
         }
@@ -129,13 +144,14 @@ where
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match event {
-            watcher::Event::Apply(object) => state
-                .live
-                .insert(object_ref(object), (self.keys_of)(object)),
+            watcher::Event::Apply(object) => {
+                let keys = state.hashes((self.keys_of)(object));
+                state.live.insert(object_ref(object), keys);
+            }
             watcher::Event::Delete(object) => state.live.remove(&object_ref(object)),
             watcher::Event::Init => state.relisting = Some(Entries::default()),
             watcher::Event::InitApply(object) => {
-                let keys = (self.keys_of)(object);
+                let keys = state.hashes((self.keys_of)(object));
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
@@ -155,7 +171,8 @@ where
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match state.live.by_key.get(key).map(Vec::as_slice) {
+        let key = state.hasher.hash_one(key);
+        match state.live.by_key.get(&key).map(Vec::as_slice) {
             Some([only]) => Some(only.as_ref().clone()),
             _ => None,
         }
