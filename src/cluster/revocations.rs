@@ -27,6 +27,7 @@ use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
     Api, Client,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::reflector::{ObjectRef, Store},
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -107,9 +108,17 @@ pub fn shard_name(key: &str) -> String {
 }
 
 /// Overflow pages a shard may spill into once its ConfigMap is full, so
-/// that a revocation is not refused for want of room: 16 shards of 65
-/// ConfigMaps hold about 15 million unexpired entries.
-pub const OVERFLOW_PAGES: usize = 64;
+/// that a revocation is not refused for want of room: 16 shards of 1 024
+/// pages of [`PAGE_BYTES`] hold about 13 million unexpired entries.
+pub const OVERFLOW_PAGES: usize = 1023;
+
+/// The data a page takes new entries up to. Every write of a page makes the
+/// API server decode, store and send out the whole page, so a page's size
+/// is what each revocation costs: with pages filled to the 1 MiB a
+/// ConfigMap may hold, revoking 100 000 tokens at once rewrote half-MiB
+/// objects about 85 000 times, slowed to about 40 a second and took the
+/// API server past 13 GiB. A page may end up one write larger.
+pub const PAGE_BYTES: usize = 64 << 10;
 
 /// The ConfigMaps of a shard, in the order they fill: the shard's own, then
 /// `<shard>-1`, `<shard>-2`, ... Pages are only ever created in this order
@@ -144,6 +153,9 @@ const REMEMBERED: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct RevocationStore {
     api: Api<ConfigMap>,
+    namespace: String,
+    /// The record as watched: which pages are full, without a read.
+    pages: Store<ConfigMap>,
     queues: Arc<Mutex<HashMap<String, ShardQueue>>>,
     recent: Arc<Mutex<Recent>>,
 }
@@ -182,9 +194,11 @@ impl Recent {
 }
 
 impl RevocationStore {
-    pub fn new(client: Client, namespace: &str) -> Self {
+    pub fn new(client: Client, namespace: &str, pages: Store<ConfigMap>) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            pages,
             queues: Arc::default(),
             recent: Arc::default(),
         }
@@ -281,6 +295,15 @@ impl RevocationStore {
         now: Timestamp,
     ) -> Result<()> {
         for page in shard_pages(shard) {
+            // Full of unexpired entries as far as the cache knows: on to the
+            // next page without a write. A page written since is at most a
+            // write or two larger; its expired entries go at its next write.
+            let cached = self
+                .pages
+                .get(&ObjectRef::new(&page).within(&self.namespace));
+            if cached.is_some_and(|cached| page_is_full(&cached, now)) {
+                continue;
+            }
             let written = match self.add_entries(&page, entries).await {
                 Ok(written) => written,
                 Err(RevocationError::Full { .. }) => {
@@ -387,6 +410,18 @@ impl RevocationStore {
     }
 }
 
+/// Whether `page` holds [`PAGE_BYTES`] of unexpired entries or more.
+fn page_is_full(page: &ConfigMap, now: Timestamp) -> bool {
+    let live: usize = page
+        .data
+        .iter()
+        .flatten()
+        .filter(|(_, value)| parse_entry(value).0.is_none_or(|exp| exp > now))
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    live >= PAGE_BYTES
+}
+
 /// The first waiting revocations, whole, up to `most` entries (at least one
 /// revocation, however many entries it has).
 fn take_batch(waiting: &mut Waiting, most: usize) -> Vec<Revocation> {
@@ -406,6 +441,39 @@ fn take_batch(waiting: &mut Waiting, most: usize) -> Vec<Revocation> {
 mod tests {
     use super::*;
     use crate::cluster::revocation_counts::RevocationCounts;
+
+    #[test]
+    fn a_page_is_full_with_its_share_of_unexpired_entries() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let page = |entries: usize, value: &str| ConfigMap {
+            data: Some(
+                (0..entries)
+                    .map(|i| (format!("0123456789abcdef.token-{i:08}"), value.to_string()))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        };
+        let live = "2026-06-01T00:00:00Z namespace";
+        let expired = "2025-06-01T00:00:00Z namespace";
+        let unreadable = "not a time at all, kept anyway";
+        // Every key and every value above has one length.
+        let entry_bytes = "0123456789abcdef.token-00000000".len() + live.len();
+        let fit = PAGE_BYTES / entry_bytes;
+        assert!(fit * entry_bytes < PAGE_BYTES);
+        for (entries, value, full) in [
+            (0, live, false),
+            (fit, live, false),
+            (fit + 1, live, true),
+            (fit * 4, expired, false),
+            (fit + 1, unreadable, true),
+        ] {
+            assert_eq!(
+                page_is_full(&page(entries, value), now),
+                full,
+                "{entries} entries of {value:?}"
+            );
+        }
+    }
 
     #[test]
     fn keys_bind_the_token_id_to_its_issuer() {

@@ -72,7 +72,11 @@ impl Context {
         };
         Arc::new(Context {
             events: Events::start(client.clone(), reporter),
-            revocations: RevocationStore::new(client.clone(), &config.namespace),
+            revocations: RevocationStore::new(
+                client.clone(),
+                &config.namespace,
+                watches.revocations.store(),
+            ),
             client,
             config,
             managed_secrets: managed_secrets.store(),

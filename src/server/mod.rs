@@ -150,7 +150,11 @@ pub async fn run(
     let state = AppState {
         client: client.clone(),
         metrics,
-        revocations: RevocationStore::new(client.clone(), &config.namespace),
+        revocations: RevocationStore::new(
+            client.clone(),
+            &config.namespace,
+            index.revocations.clone(),
+        ),
         index,
         public_url: config.public_url.clone(),
         exchange_accepts_api_audience: config.exchange_accepts_api_audience,
