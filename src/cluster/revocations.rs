@@ -412,10 +412,16 @@ impl RevocationStore {
 
 /// Whether `page` holds [`PAGE_BYTES`] of unexpired entries or more.
 fn page_is_full(page: &ConfigMap, now: Timestamp) -> bool {
-    let live: usize = page
-        .data
-        .iter()
-        .flatten()
+    let entries = || page.data.iter().flatten();
+    // Most writes go to a page with room: no expiry need be read for it.
+    if entries()
+        .map(|(key, value)| key.len() + value.len())
+        .sum::<usize>()
+        < PAGE_BYTES
+    {
+        return false;
+    }
+    let live: usize = entries()
         .filter(|(_, value)| parse_entry(value).0.is_none_or(|exp| exp > now))
         .map(|(key, value)| key.len() + value.len())
         .sum();
