@@ -801,7 +801,21 @@ async fn rotation_restarts_the_listed_workloads() {
     )
     .await;
     assert!(restarted.metadata.generation.unwrap() >= 2);
-    let status = tokens.get("env-token").await.unwrap().status.unwrap();
+    // The workloads restart before the mint's status is written (so that the
+    // status can say how the restart went): wait for that write.
+    let token = wait_for(
+        tokens,
+        "env-token",
+        Duration::from_secs(10),
+        "the rotation's status",
+        |t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "RolloutRestart"))
+        },
+    )
+    .await;
+    let status = token.status.unwrap();
     assert_eq!(status.revision, Some(2), "the restart followed a rotation");
     let condition = status
         .conditions
