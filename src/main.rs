@@ -6,8 +6,22 @@
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime's threads exist, or they would have arenas already.
+    tokensmith::telemetry::allocator::limit_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     // Written to dhat-heap.json on SIGUSR1, so a profile shows a running
     // operator's steady state rather than what is left while it stops; or
     // when the process ends normally (SIGTERM) if no SIGUSR1 came.

@@ -994,6 +994,24 @@ async fn per_object_series_come_and_go_with_their_objects() {
         fixture.ns.name
     );
     let series = |name: &str| format!("tokensmith_access_token_{name}{{{labels}}}");
+    let ready = |condition: &str| {
+        format!("tokensmith_access_token_ready_status{{{labels},condition=\"{condition}\"}}")
+    };
+    // The series come from the operator's watch cache, which can lag a
+    // moment behind the Issued status just read from the API server.
+    eventually(
+        Duration::from_secs(30),
+        "the operator's series to show the issued token",
+        || async {
+            let shown = operator
+                .sample(&series("expiration_timestamp_seconds"))
+                .await
+                .is_some()
+                && operator.sample(&ready("True")).await == Some(1.0);
+            shown.then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         operator
             .sample(&series("expiration_timestamp_seconds"))
@@ -1004,9 +1022,6 @@ async fn per_object_series_come_and_go_with_their_objects() {
         operator.sample(&series("renewal_timestamp_seconds")).await,
         Some(status.renewal_time.unwrap().0.as_second() as f64)
     );
-    let ready = |condition: &str| {
-        format!("tokensmith_access_token_ready_status{{{labels},condition=\"{condition}\"}}")
-    };
     assert_eq!(operator.sample(&ready("True")).await, Some(1.0));
     assert_eq!(operator.sample(&ready("False")).await, Some(0.0));
     let issuer = format!(

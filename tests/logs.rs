@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::json;
@@ -59,7 +59,28 @@ async fn json_lines_have_unique_keys_and_name_their_resource() {
     .await;
     wait_reason(&tokens, "logged", "Issued").await;
 
-    let text = operator.log_text();
+    // The status can be visible before the reconcile that wrote it has
+    // logged its end: read the log until it holds the token's lines (or
+    // for 30 s at most), then check all of it. Only whole lines count: the
+    // operator may be in the middle of writing the last one.
+    let about = |text: &str| {
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|value| {
+                (value["message"] == "token minted" || value["message"] == "reconciled")
+                    && value["namespace"] == ns.name.as_str()
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let mut text = operator.log_text();
+        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        if about(&text) >= 2 || tokio::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut about_the_token = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let keys = serde_json::from_str::<Keys>(line)

@@ -25,6 +25,8 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
     let http = operator.http().await;
     served_issuer(&client, &operator, &ns.name, "signer").await;
     let creds = app(
+        &http,
+        &operator,
         &client,
         &ns.name,
         "checker",
@@ -92,6 +94,7 @@ async fn deleted_token_is_inactive_within_a_second_and_after_a_restart() {
     operator.stop_with(libc::SIGTERM);
     let restarted = Operator::start(&[]);
     let http = restarted.http().await;
+    support::oauth::accepted(&http, &restarted, &creds).await;
     assert_eq!(
         introspect(&http, &restarted, &creds, &jwt).await["active"],
         false,

@@ -799,14 +799,16 @@ async fn token_service(operator: &Operator, client: &kube::Client) -> Vec<String
     use support::oauth::{app, served_issuer, token_request};
     let ns = TestNamespace::create(client, "load").await;
     let issuer_url = served_issuer(client, operator, &ns.name, "signer").await;
+    let http = operator.http().await;
     let creds = app(
+        &http,
+        operator,
         client,
         &ns.name,
         "load",
         json!({ "issuerRef": { "kind": "TokenIssuer", "name": "signer" } }),
     )
     .await;
-    let http = operator.http().await;
     let (status, body) = token_request(
         &http,
         operator,

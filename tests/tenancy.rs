@@ -99,6 +99,8 @@ impl SharedCluster {
     /// that may introspect the shared issuer's tokens.
     async fn verifier(&self, tenant: &Tenant, name: &str) -> (String, String) {
         let creds = app(
+            &self.http,
+            self.operator,
             &tenant.client,
             &tenant.ns.name,
             name,
@@ -483,6 +485,8 @@ async fn a_forged_jwt_cannot_revoke_another_tenants_token() {
         .await
         .unwrap();
     let own_app = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "own-app",
@@ -712,6 +716,8 @@ async fn a_hand_written_refresh_chain_is_refused() {
     let a = &cluster.a;
     served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
     let web = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "web",
@@ -807,6 +813,8 @@ async fn a_force_deleted_access_token_leaves_no_active_token() {
     )
     .await;
     let local = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "local",
@@ -884,6 +892,8 @@ async fn the_shared_issuer_confines_identity_audience_and_claims() {
     // A client of another issuer learns nothing of it.
     served_issuer(&b.client, cluster.operator, &b.ns.name, "own").await;
     let stranger = app(
+        &cluster.http,
+        cluster.operator,
         &b.client,
         &b.ns.name,
         "stranger",
@@ -905,6 +915,8 @@ async fn annotations_on_the_app_secret_add_no_client_secret() {
     let cluster = SharedCluster::new("hidden").await;
     let a = &cluster.a;
     let creds = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "svc",
@@ -1029,6 +1041,8 @@ async fn verification_refuses_untyped_overlong_tokens_and_repeated_parameters() 
     let own_url = served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
     let own_ref = json!({ "kind": "TokenIssuer", "name": "own" });
     let client = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "client",
@@ -1182,6 +1196,8 @@ async fn token_exchange_takes_only_tokens_made_for_the_token_service() {
     let a = &cluster.a;
     served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
     let web = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "web",
@@ -1229,6 +1245,8 @@ async fn a_refresh_chain_ends_at_its_absolute_lifetime() {
     let a = &cluster.a;
     served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
     let web = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "web",
@@ -1503,6 +1521,8 @@ async fn a_key_secret_in_a_tenants_namespace_is_not_read() {
     let a = &cluster.a;
     let own_url = served_issuer(&a.client, cluster.operator, &a.ns.name, "own").await;
     let client = app(
+        &cluster.http,
+        cluster.operator,
         &a.client,
         &a.ns.name,
         "client",

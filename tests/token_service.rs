@@ -375,7 +375,16 @@ async fn opaque_tokens_are_active_until_revoked() {
             .unwrap(),
         "token",
     );
-    let info = served.introspect(&creds, &opaque).await;
+    // Issued in the API server; the token service knows the token once its
+    // watch shows that status too, a moment later under load.
+    let mut info = Value::Null;
+    for _ in 0..200 {
+        info = served.introspect(&creds, &opaque).await;
+        if info["active"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(info["active"], true, "{info}");
     assert_eq!(info["sub"], "partner-42");
     assert_eq!(info["scope"], "read_reports");

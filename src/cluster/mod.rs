@@ -3,6 +3,8 @@
 //! one bad object never stops the others.
 
 pub mod cached_secret;
+pub mod cached_token;
+pub mod compressed;
 pub mod data_ownership;
 pub mod decoded;
 pub mod issuers;
@@ -15,6 +17,7 @@ pub mod watch;
 pub mod watches;
 
 pub use cached_secret::CachedSecret;
+pub use cached_token::{CachedToken, TokenSummary};
 pub use decoded::{Decoded, Undecodable};
 pub use keyrings::{KeyringError, Keyrings};
 pub use watch::Watched;

@@ -137,6 +137,22 @@ impl<K: Object + DeserializeOwned + std::fmt::Debug> Watched<K> {
 }
 
 impl<K: Object> Watched<K> {
+    /// [`Watched::tolerant`], the objects converted before they are cached.
+    pub fn tolerant_converted<S>(
+        api: Api<Decoded<S>>,
+        config: watcher::Config,
+        convert: impl Fn(S) -> K + Send + 'static,
+    ) -> (Self, Pending<K>)
+    where
+        S: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+        Decoded<S>: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let events = watcher(api, config)
+            .map(move |event| event.map(|e| map_event(e, |d| d.0.map(&convert))))
+            .boxed();
+        Self::from_events(events)
+    }
+
     /// A watch whose objects are converted before they are cached: to a
     /// record smaller than the Kubernetes object, say.
     pub fn converted<S>(

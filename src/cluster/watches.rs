@@ -7,6 +7,8 @@ use kube::{Api, Client, api::ObjectMeta, core::PartialObjectMeta, runtime::watch
 
 use super::{
     cached_secret::CachedSecret,
+    cached_token::CachedToken,
+    decoded::Decoded,
     keyrings::Keyrings,
     labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
     revocation_counts::RevocationCounts,
@@ -24,7 +26,8 @@ pub struct Watches {
     /// The issuers' key Secrets, all in the operator's namespace and selected
     /// by label; no tenant's Secret data is ever cached.
     pub key_secrets: Watched<Secret>,
-    pub access_tokens: Watched<AccessToken>,
+    /// Compact: see [`CachedToken`].
+    pub access_tokens: Watched<CachedToken>,
     pub apps: Watched<AppRegistration>,
     /// The revocation record's ConfigMaps.
     pub revocations: Watched<ConfigMap>,
@@ -40,7 +43,7 @@ pub struct PendingWatches {
     pub cluster_issuers: Pending<ClusterTokenIssuer>,
     pub namespaces: Pending<PartialObjectMeta<Namespace>>,
     pub key_secrets: Pending<Secret>,
-    pub access_tokens: Pending<AccessToken>,
+    pub access_tokens: Pending<CachedToken>,
     pub apps: Pending<AppRegistration>,
     pub revocations: Pending<ConfigMap>,
 }
@@ -58,8 +61,11 @@ impl Watches {
             Api::namespaced(client.clone(), operator_namespace),
             all().labels(ISSUER_LABEL),
         );
-        let (access_tokens, mut pending_access_tokens) =
-            Watched::tolerant(Api::all(client.clone()), all());
+        let (access_tokens, mut pending_access_tokens) = Watched::tolerant_converted(
+            Api::<Decoded<AccessToken>>::all(client.clone()),
+            all(),
+            CachedToken::new,
+        );
         let (apps, mut pending_apps) = Watched::tolerant(Api::all(client.clone()), all());
         let (revocations, mut pending_revocations) = Watched::new(
             Api::namespaced(client.clone(), operator_namespace),

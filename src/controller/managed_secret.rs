@@ -18,7 +18,7 @@ use k8s_openapi::ByteString;
 
 use super::{Context, MANAGED_BY, MANAGER, Result};
 use crate::api::SecretTemplate;
-use crate::cluster::data_ownership::data_keys;
+use crate::cluster::{CachedSecret, data_ownership::data_keys};
 
 /// The target Secret as the reconcile finds it.
 pub enum SecretState {
@@ -216,6 +216,21 @@ pub async fn delete_if_ours(ctx: &Context, namespace: &str, state: &SecretState)
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The objects of kind `K` that own `secret` (in its namespace): what
+/// kube's `owns` would trigger, for Secrets whose cached metadata keeps
+/// its owners out of [`kube::Resource::meta`].
+pub fn owners_of<K: kube::Resource<DynamicType = ()>>(secret: &CachedSecret) -> Vec<ObjectRef<K>> {
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
+    secret
+        .owners()
+        .into_iter()
+        .filter(|o| o.kind == K::kind(&()) && o.api_version == K::api_version(&()))
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
+        .collect()
 }
 
 /// Whether the object is controlled by the owner with `uid`.

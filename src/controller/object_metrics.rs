@@ -16,10 +16,9 @@ use prometheus_client::{
 
 use crate::{
     api::{
-        AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerStatus, TokenIssuer,
-        ready_condition,
+        AppRegistration, ClusterTokenIssuer, Issuer, IssuerStatus, TokenIssuer, ready_condition,
     },
-    cluster::Watches,
+    cluster::{CachedToken, Watches},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,7 +40,7 @@ struct WithCondition {
 
 /// The per-object series of the watched AccessTokens, apps and issuers.
 pub struct ObjectMetrics {
-    tokens: Store<AccessToken>,
+    tokens: Store<CachedToken>,
     apps: Store<AppRegistration>,
     token_issuers: Store<TokenIssuer>,
     cluster_issuers: Store<ClusterTokenIssuer>,
@@ -138,21 +137,18 @@ fn issuer_rows<I: Issuer>(issuers: &Store<I>) -> Vec<(Named, Option<i64>, Option
 impl Collector for ObjectMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let tokens = self.tokens.state();
-        let token_labels = |t: &AccessToken| {
-            let issuer = t.spec.issuer_ref();
-            Named {
-                namespace: t.namespace().unwrap_or_default(),
-                name: t.name_any(),
-                issuer_kind: issuer.kind().as_str().to_string(),
-                issuer_name: issuer.name,
-            }
+        let token_labels = |t: &CachedToken| Named {
+            namespace: t.namespace().unwrap_or_default(),
+            name: t.name_any(),
+            issuer_kind: t.summary().issuer_kind.as_str().to_string(),
+            issuer_name: t.summary().issuer_name.to_string(),
         };
         gauges(
             &mut encoder,
             "access_token_expiration_timestamp_seconds",
             "When the AccessToken's current token expires (Unix time)",
             tokens.iter().filter_map(|t| {
-                let at = t.status.as_ref()?.expires_at.as_ref()?.0.as_second();
+                let at = t.summary().expires_at?.as_second();
                 Some((token_labels(t), at))
             }),
         )?;
@@ -161,7 +157,7 @@ impl Collector for ObjectMetrics {
             "access_token_renewal_timestamp_seconds",
             "When the AccessToken's token is due to be replaced (Unix time); absent when it is not renewed",
             tokens.iter().filter_map(|t| {
-                let at = t.status.as_ref()?.renewal_time.as_ref()?.0.as_second();
+                let at = t.summary().renewal_time?.as_second();
                 Some((token_labels(t), at))
             }),
         )?;
@@ -170,8 +166,10 @@ impl Collector for ObjectMetrics {
             "access_token_ready_status",
             "The AccessToken's Ready condition: 1 for its status (True, False or Unknown)",
             tokens.iter().map(|t| {
-                let status = t.status.as_ref().and_then(|s| ready_status(&s.conditions));
-                (token_labels(t), status)
+                (
+                    token_labels(t),
+                    t.summary().ready.as_deref().map(str::to_string),
+                )
             }),
         )?;
 

@@ -16,7 +16,7 @@ use super::lookup::KeyIndex;
 use crate::{
     api::{AccessToken, AppRegistration, Issuer, IssuerKind, IssuerSettings, TokenIssuer},
     cluster::{
-        Keyrings, PendingWatches, Watched, Watches,
+        CachedToken, Keyrings, PendingWatches, Watched, Watches,
         issuers::{IssuerStores, UrlClaimant},
         keyrings::key_secret_location,
         revocations::{revocation_key, shard_name, shard_pages},
@@ -37,14 +37,14 @@ pub struct IssuerView {
 pub struct Index {
     pub issuers: IssuerStores,
     pub key_secrets: Store<Secret>,
-    pub access_tokens: Store<AccessToken>,
+    pub access_tokens: Store<CachedToken>,
     pub apps: Store<AppRegistration>,
     pub revocations: Store<ConfigMap>,
     pub operator_namespace: String,
     /// AccessTokens by issuer and id of their current and superseded
     /// tokens, and by their fingerprints: one index, so that each token is
     /// referred to once (an issuer URL key and a `sha256:` key never meet).
-    tokens: KeyIndex<AccessToken>,
+    tokens: KeyIndex<CachedToken>,
     /// AppRegistrations by client id (UID).
     clients: KeyIndex<AppRegistration>,
     /// Parsed keyrings of the key Secrets.
@@ -87,9 +87,10 @@ fn token_hashes(token: &AccessToken) -> Vec<String> {
         .collect()
 }
 
-fn token_keys(token: &AccessToken) -> Vec<String> {
-    let mut keys = token_ids(token);
-    keys.extend(token_hashes(token));
+fn token_keys(cached: &CachedToken) -> Vec<String> {
+    let token = cached.token();
+    let mut keys = token_ids(&token);
+    keys.extend(token_hashes(&token));
     keys
 }
 
@@ -145,7 +146,7 @@ impl Index {
             },
             key_secrets: key_secrets.clone(),
             access_tokens: Watched::fixed(
-                access_tokens,
+                access_tokens.into_iter().map(CachedToken::new).collect(),
                 vec![Box::new(move |event| token_keys.apply(event))],
             )
             .store(),
@@ -219,13 +220,13 @@ impl Index {
     /// `issuer_url` (current or superseded token).
     pub fn access_token_by_id(&self, issuer_url: &str, token_id: &str) -> Option<Arc<AccessToken>> {
         let key = token_key(issuer_url, token_id);
-        let token = self.access_tokens.get(&self.tokens.get(&key)?)?;
-        token_ids(&token).contains(&key).then_some(token)
+        let token = self.access_tokens.get(&self.tokens.get(&key)?)?.token();
+        token_ids(&token).contains(&key).then(|| Arc::new(token))
     }
 
     /// The AccessToken holding the opaque token with this fingerprint, and its id.
     pub fn access_token_by_hash(&self, hash: &str) -> Option<(Arc<AccessToken>, String)> {
-        let token = self.access_tokens.get(&self.tokens.get(hash)?)?;
+        let token = self.access_tokens.get(&self.tokens.get(hash)?)?.token();
         let status = token.status.as_ref()?;
         let id = if status.token_hash.as_deref() == Some(hash) {
             status.token_id.clone()
@@ -236,7 +237,7 @@ impl Index {
                 .find(|p| p.token_hash.as_deref() == Some(hash))
                 .map(|p| p.token_id.clone())
         }?;
-        Some((token, id))
+        Some((Arc::new(token), id))
     }
 
     /// When the soonest-expiring token of a Ready AccessToken expires.
@@ -244,19 +245,9 @@ impl Index {
         self.access_tokens
             .state()
             .iter()
-            .filter(|t| !t.spec.is_revoked())
-            .filter_map(|t| {
-                let status = t.status.as_ref()?;
-                let ready = status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                status
-                    .expires_at
-                    .as_ref()
-                    .map(|e| e.0)
-                    .filter(|e| ready && *e > now)
-            })
+            .map(|t| t.summary())
+            .filter(|t| !t.revoked && t.is_ready())
+            .filter_map(|t| t.expires_at.filter(|e| *e > now))
             .min()
     }
 

@@ -12,7 +12,8 @@
 //! wrong one; and every caller checks the object it finds holds the key.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::Entry},
+    fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::{Arc, RwLock},
 };
@@ -23,90 +24,132 @@ use kube::{
 };
 use tracing::warn;
 
-/// An object as the index refers to it: its name and namespace only, shared
+/// An object as the index refers to it: its namespace and name only, shared
 /// by all its keys (the index holds one per token, so every byte counts).
-type Object<K> = Arc<ObjectRef<K>>;
-
-struct Entries<K: Resource<DynamicType = ()>> {
-    /// The objects claiming each key's hash; more than one is a clash.
-    by_key: HashMap<u64, Vec<Object<K>>>,
-    keys_of_object: HashMap<Object<K>, Box<[u64]>>,
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Named {
+    namespace: Option<Box<str>>,
+    name: Box<str>,
 }
 
-impl<K: Resource<DynamicType = ()>> Default for Entries<K> {
-    fn default() -> Self {
+type Object = Arc<Named>;
+
+impl Named {
+    fn of<K: Resource>(object: &K) -> Self {
+        let meta = object.meta();
         Self {
-            by_key: HashMap::new(),
-            keys_of_object: HashMap::new(),
+            namespace: meta.namespace.as_deref().map(Into::into),
+            name: meta.name.as_deref().unwrap_or_default().into(),
+        }
+    }
+
+    fn object_ref<K: Resource<DynamicType = ()>>(&self) -> ObjectRef<K> {
+        let reference = ObjectRef::new(&self.name);
+        match &self.namespace {
+            Some(namespace) => reference.within(namespace),
+            None => reference,
         }
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Entries<K>
-where
-    ObjectRef<K>: Hash + Eq,
-{
-    fn remove(&mut self, object: &ObjectRef<K>) {
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{namespace}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The objects claiming one key's hash: nearly always one, held without a
+/// list of its own.
+enum Claimants {
+    One(Object),
+    /// More than one: a clash.
+    Many(Vec<Object>),
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<u64, Claimants>,
+    keys_of_object: HashMap<Object, Box<[u64]>>,
+}
+
+impl Entries {
+    fn remove(&mut self, object: &Named) {
         let Some(keys) = self.keys_of_object.remove(object) else {
             return;
         };
         for key in keys.iter() {
-            if let Some(claimants) = self.by_key.get_mut(key) {
-                claimants.retain(|o| o.as_ref() != object);
-                if claimants.is_empty() {
+            let Some(claimants) = self.by_key.get_mut(key) else {
+                continue;
+            };
+            match claimants {
+                Claimants::One(only) if only.as_ref() == object => {
                     self.by_key.remove(key);
+                }
+                Claimants::One(_) => {}
+                Claimants::Many(all) => {
+                    all.retain(|o| o.as_ref() != object);
+                    if all.len() == 1 {
+                        *claimants = Claimants::One(all.remove(0));
+                    }
                 }
             }
         }
     }
 
-    fn insert(&mut self, object: ObjectRef<K>, keys: Box<[u64]>) {
+    fn insert(&mut self, object: Named, keys: Box<[u64]>) {
         self.remove(&object);
         if keys.is_empty() {
             return;
         }
         let object = Arc::new(object);
         for key in keys.iter() {
-            let claimants = self
-                .by_key
-                .entry(*key)
-                // Nearly every key has one claimant: no room for more.
-                .or_insert_with(|| Vec::with_capacity(1));
-            if !claimants.contains(&object) {
-                claimants.push(object.clone());
-            }
-            if claimants.len() == 2 {
-                warn!(
-                    first = %claimants[0],
-                    second = %claimants[1],
-                    "two objects claim the same token key; neither is served by it"
-                );
+            match self.by_key.entry(*key) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(Claimants::One(object.clone()));
+                }
+                Entry::Occupied(mut occupied) => {
+                    let claimants = occupied.get_mut();
+                    let first = match claimants {
+                        Claimants::One(only) if *only == object => continue,
+                        Claimants::One(only) => {
+                            let first = only.clone();
+                            *claimants = Claimants::Many(vec![first.clone(), object.clone()]);
+                            Some(first)
+                        }
+                        Claimants::Many(all) => {
+                            if !all.contains(&object) {
+                                all.push(object.clone());
+                            }
+                            None
+                        }
+                    };
+                    if let Some(first) = first {
+                        warn!(
+                            %first,
+                            second = %object,
+                            "two objects claim the same token key; neither is served by it"
+                        );
+                    }
+                }
             }
         }
         self.keys_of_object.insert(object, keys);
     }
 }
 
-/// `object`'s name and namespace, without the resource version and UID that
-/// `ObjectRef::from_obj` copies (equality and hashing ignore them).
-fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
-    let reference = ObjectRef::new(object.meta().name.as_deref().unwrap_or_default());
-    match object.meta().namespace.as_deref() {
-        Some(namespace) => reference.within(namespace),
-        None => reference,
-    }
-}
-
-struct State<K: Resource<DynamicType = ()>> {
-    live: Entries<K>,
+struct State {
+    live: Entries,
     /// Filled during a (re)list, swapped in when it is done, as the
     /// reflector does with its store.
-    relisting: Option<Entries<K>>,
+    relisting: Option<Entries>,
     /// Keyed per process: no one can choose keys that collide.
     hasher: RandomState,
 }
 
-impl<K: Resource<DynamicType = ()>> State<K> {
+impl State {
     fn hashes(&self, keys: Vec<String>) -> Box<[u64]> {
         keys.iter()
             .map(|key| self.hasher.hash_one(key.as_str()))
@@ -117,7 +160,7 @@ impl<K: Resource<DynamicType = ()>> State<K> {
 /// Objects of kind `K` by the keys `keys_of` gives each.
 #[derive(Clone)]
 pub struct KeyIndex<K: Resource<DynamicType = ()>> {
-    state: Arc<RwLock<State<K>>>,
+    state: Arc<RwLock<State>>,
     keys_of: fn(&K) -> Vec<String>,
 }
 
@@ -146,16 +189,16 @@ where
         match event {
             watcher::Event::Apply(object) => {
                 let keys = state.hashes((self.keys_of)(object));
-                state.live.insert(object_ref(object), keys);
+                state.live.insert(Named::of(object), keys);
             }
-            watcher::Event::Delete(object) => state.live.remove(&object_ref(object)),
+            watcher::Event::Delete(object) => state.live.remove(&Named::of(object)),
             watcher::Event::Init => state.relisting = Some(Entries::default()),
             watcher::Event::InitApply(object) => {
                 let keys = state.hashes((self.keys_of)(object));
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
-                    .insert(object_ref(object), keys);
+                    .insert(Named::of(object), keys);
             }
             watcher::Event::InitDone => {
                 if let Some(fresh) = state.relisting.take() {
@@ -172,9 +215,9 @@ where
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = state.hasher.hash_one(key);
-        match state.live.by_key.get(&key).map(Vec::as_slice) {
-            Some([only]) => Some(only.as_ref().clone()),
-            _ => None,
+        match state.live.by_key.get(&key)? {
+            Claimants::One(only) => Some(only.object_ref()),
+            Claimants::Many(_) => None,
         }
     }
 }

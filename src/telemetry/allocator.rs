@@ -15,6 +15,25 @@ pub const RELEASE_EVERY: Duration = Duration::from_secs(30);
 /// walk over the arenas.
 const KEPT_FREE_BYTES: usize = 8 << 20;
 
+/// Arenas the allocator may keep (glibc's default is eight per core).
+const ARENAS: libc::c_int = 1;
+
+/// Limits the allocator's arenas to [`ARENAS`]; to be called before any
+/// thread starts. glibc gives threads arenas of their own as they contend,
+/// and each keeps its own free memory and fragments: with 10 000 tokens the
+/// default held 71 MiB resident for 33 MiB in use, two arenas 63 MiB, one
+/// 56 MiB. Threads still allocate without the lock from caches of their
+/// own (glibc's tcache), so one arena costs little contention on the few
+/// threads the operator runs.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn limit_arenas() {
+    // SAFETY: mallopt only sets a tunable; called before other threads exist.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn limit_arenas() {}
+
 /// What the allocator has handed out and not taken back, where it can say.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn allocated_bytes() -> Option<i64> {

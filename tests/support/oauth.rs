@@ -43,7 +43,15 @@ impl Served {
     /// An app of the `signer` issuer with `spec` added; its credentials.
     pub async fn app(&self, name: &str, mut spec: Value) -> (String, String) {
         spec["issuerRef"] = json!({ "kind": "TokenIssuer", "name": "signer" });
-        app(&self.client, &self.ns.name, name, spec).await
+        app(
+            &self.http,
+            self.operator,
+            &self.client,
+            &self.ns.name,
+            name,
+            spec,
+        )
+        .await
     }
 
     pub async fn introspect(&self, creds: &(String, String), token: &str) -> Value {
@@ -103,8 +111,12 @@ pub async fn registered(apps: &Api<AppRegistration>, name: &str) -> AppRegistrat
     .await
 }
 
-/// An AppRegistration and its (client id, client secret).
+/// An AppRegistration and its (client id, client secret), once the token
+/// service of `operator` accepts them: it authenticates clients from its own
+/// watch of the apps, which can lag a moment behind the API server.
 pub async fn app(
+    http: &reqwest::Client,
+    operator: &Operator,
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -117,10 +129,29 @@ pub async fn app(
         .get(name)
         .await
         .unwrap();
-    (
+    let creds = (
         secret_text(&secret, "client-id"),
         secret_text(&secret, "client-secret"),
+    );
+    accepted(http, operator, &creds).await;
+    creds
+}
+
+/// Waits until the token service of `operator` authenticates the client
+/// `creds`. It asks by introspecting something that is no token: answered
+/// `{"active": false}` once the client is known, `invalid_client` before;
+/// that mints nothing, touches no token and counts no token request, so
+/// the tests that count those still count only their own.
+pub async fn accepted(http: &reqwest::Client, operator: &Operator, creds: &(String, String)) {
+    eventually(
+        Duration::from_secs(30),
+        "the token service to accept the client's credentials",
+        || async {
+            let answer = introspect(http, operator, creds, "not-a-token").await;
+            (answer["active"] == false).then_some(())
+        },
     )
+    .await;
 }
 
 pub async fn introspect(

@@ -19,7 +19,7 @@ use kube::runtime::{
     reflector::{ObjectRef, Store},
 };
 
-use crate::{api::AccessToken, controller::status::requeue_at};
+use crate::{cluster::CachedToken, controller::status::requeue_at};
 
 /// How far ahead a token's next look is kept in kube's scheduler.
 pub const HORIZON: Duration = Duration::from_secs(30 * 60);
@@ -40,22 +40,18 @@ pub fn look_again_at(at: Timestamp, now: Timestamp) -> Action {
 /// When the reconcile of `token` will want to look at it again, as its
 /// status records it: the renewal time, else the expiry (what
 /// [`super::outcome::requeue_for`] returns).
-fn next_look(token: &AccessToken) -> Option<Timestamp> {
-    let status = token.status.as_ref()?;
-    status
-        .renewal_time
-        .as_ref()
-        .or(status.expires_at.as_ref())
-        .map(|t| t.0)
+fn next_look(token: &CachedToken) -> Option<Timestamp> {
+    let summary = token.summary();
+    summary.renewal_time.or(summary.expires_at)
 }
 
 /// The tokens whose next look is later than `after` and not later than
 /// `until`: those that came within the horizon since the last sweep.
 pub fn coming_due(
-    tokens: &[Arc<AccessToken>],
+    tokens: &[Arc<CachedToken>],
     after: Timestamp,
     until: Timestamp,
-) -> Vec<ObjectRef<AccessToken>> {
+) -> Vec<ObjectRef<CachedToken>> {
     tokens
         .iter()
         .filter(|t| next_look(t).is_some_and(|at| at > after && at <= until))
@@ -66,7 +62,7 @@ pub fn coming_due(
 /// Every [`SWEEP_EVERY`], the tokens that came within the horizon. The
 /// first sweep covers from the start on: every token is reconciled when the
 /// controller starts, and those further than the horizon wait for a sweep.
-pub fn sweep(tokens: Store<AccessToken>) -> impl Stream<Item = ObjectRef<AccessToken>> {
+pub fn sweep(tokens: Store<CachedToken>) -> impl Stream<Item = ObjectRef<CachedToken>> {
     let start = Timestamp::now() + horizon();
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     futures::stream::unfold((ticks, start), move |(mut ticks, covered)| {
@@ -91,14 +87,14 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::api::{AccessTokenSpec, AccessTokenStatus};
+    use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus};
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
     }
 
-    fn token(name: &str, renewal: Option<&str>, expiry: Option<&str>) -> Arc<AccessToken> {
-        Arc::new(AccessToken {
+    fn token(name: &str, renewal: Option<&str>, expiry: Option<&str>) -> Arc<CachedToken> {
+        Arc::new(CachedToken::new(AccessToken {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("team".into()),
@@ -113,7 +109,7 @@ mod tests {
                 expires_at: expiry.map(|t| Time(at(t))),
                 ..AccessTokenStatus::default()
             }),
-        })
+        }))
     }
 
     #[test]
@@ -155,7 +151,7 @@ mod tests {
             token("at-the-end", Some("2030-01-01T00:45:00Z"), None),
             token("never-issued", None, None),
         ];
-        let names = |refs: Vec<ObjectRef<AccessToken>>| -> Vec<String> {
+        let names = |refs: Vec<ObjectRef<CachedToken>>| -> Vec<String> {
             refs.into_iter().map(|r| r.name).collect()
         };
         // The last sweep covered up to 00:30; this one up to 00:45.

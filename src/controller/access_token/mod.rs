@@ -19,7 +19,7 @@ pub use record::{data as secret_keys, default_subject, leave_out_of_cache, secre
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Resource, ResourceExt,
@@ -35,10 +35,11 @@ use self::reconciler::Reconciler;
 use super::{
     Context, Error, FINALIZER, Result,
     finalizer::{Event as FinalizerEvent, finalized},
+    managed_secret::owners_of,
 };
 use crate::{
     api::{AccessToken, AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
-    cluster::{CachedSecret, Watched, Watches},
+    cluster::{CachedSecret, CachedToken, Watched, Watches},
 };
 
 /// How many tokens replaced by rotation stay valid beside the current one;
@@ -64,7 +65,12 @@ pub fn controller(
         own.without_echoes(watches.access_tokens.subscribe()),
         tokens,
     )
-    .owns_shared_stream(own.without_echoes(managed_secrets.subscribe()))
+    // The Secrets it owns (kube's `owns` reads owners from the metadata,
+    // which the Secret cache keeps compressed apart).
+    .reconcile_on(
+        own.without_echoes(managed_secrets.subscribe())
+            .flat_map(|secret| futures::stream::iter(owners_of::<CachedToken>(&secret))),
+    )
     .watches_shared_stream(
         watches.token_issuers.subscribe(),
         move |issuer: Arc<TokenIssuer>| {
@@ -121,18 +127,18 @@ fn behind_own_write(ctx: &Context, token: &AccessToken) -> bool {
 }
 
 fn tokens_using(
-    tokens: &Store<AccessToken>,
+    tokens: &Store<CachedToken>,
     kind: IssuerKind,
     namespace: Option<String>,
     name: &str,
-) -> Vec<ObjectRef<AccessToken>> {
+) -> Vec<ObjectRef<CachedToken>> {
     tokens
         .state()
         .iter()
         .filter(|t| {
-            let r = t.spec.issuer_ref();
-            r.kind() == kind
-                && r.name == name
+            let summary = t.summary();
+            summary.issuer_kind == kind
+                && *summary.issuer_name == *name
                 && (namespace.is_none() || t.namespace() == namespace)
         })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
@@ -140,26 +146,22 @@ fn tokens_using(
 }
 
 fn tokens_of_app(
-    tokens: &Store<AccessToken>,
+    tokens: &Store<CachedToken>,
     app: &AppRegistration,
-) -> Vec<ObjectRef<AccessToken>> {
+) -> Vec<ObjectRef<CachedToken>> {
     let namespace = app.namespace();
+    let name = app.name_any();
     tokens
         .state()
         .iter()
-        .filter(|t| {
-            t.namespace() == namespace
-                && t.spec
-                    .app_ref
-                    .as_ref()
-                    .is_some_and(|a| a.name == app.name_any())
-        })
+        .filter(|t| t.namespace() == namespace && t.summary().app.as_deref() == Some(&name))
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
 }
 
-#[instrument(skip_all, fields(kind = "AccessToken", namespace = token.namespace(), name = %token.name_any()))]
-async fn reconcile(token: Arc<AccessToken>, ctx: Arc<Context>) -> Result<Action> {
+#[instrument(skip_all, fields(kind = "AccessToken", namespace = cached.namespace(), name = %cached.name_any()))]
+async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action> {
+    let token = Arc::new(cached.token());
     if behind_own_write(&ctx, &token) {
         debug!(
             "the caches have not caught up with this object's last write yet; looking again shortly"

@@ -32,7 +32,7 @@ use self::{
 };
 use super::{
     Context, Error, Result,
-    managed_secret::{OwnedSecret, SecretState, put},
+    managed_secret::{OwnedSecret, SecretState, owners_of, put},
     refresh_chains::{CHAIN_CLIENT_LABEL, prune_expired_chains},
     status::{Blocked, apply_status, report_blocked, requeue_at},
 };
@@ -61,7 +61,14 @@ pub fn controller(
     let own = &ctx.own_writes;
     let controller =
         Controller::for_shared_stream(own.without_echoes(watches.apps.subscribe()), apps.clone())
-            .owns_shared_stream(own.without_echoes(managed_secrets.subscribe()))
+            // The Secrets it owns (kube's `owns` reads owners from the
+            // metadata, which the Secret cache keeps compressed apart).
+            .reconcile_on(
+                own.without_echoes(managed_secrets.subscribe())
+                    .flat_map(|secret| {
+                        futures::stream::iter(owners_of::<AppRegistration>(&secret))
+                    }),
+            )
             // A new refresh chain is a new thing to prune once it expires: its app
             // (named by client id) looks at it.
             .reconcile_on(
@@ -110,7 +117,7 @@ fn apps_of_chain(
     };
     apps.state()
         .iter()
-        .filter(|a| a.uid().as_deref() == Some(client_id))
+        .filter(|a| a.uid().as_deref() == Some(client_id.as_str()))
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
