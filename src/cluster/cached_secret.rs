@@ -1,24 +1,27 @@
 //! A managed Secret's metadata as the leader caches it: one per token, so
 //! its size is most of what a token costs the operator.
 //!
-//! Labels, annotations and the data ownership (see [`data_ownership`]) are
-//! kept as one compressed list instead of the `BTreeMap`s and
+//! Annotations, owners and the data ownership (see [`data_ownership`]) are
+//! kept compressed together instead of as the `BTreeMap`s, structs and
 //! `ManagedFieldsEntry`s of an `ObjectMeta`: a map node costs over 500 bytes
-//! however few entries it holds, and as lists of strings they were still
-//! about 0.5 KiB a token Secret (compressed: about 0.1). Readers get them
-//! back as an `ObjectMeta` with [`CachedSecret::to_meta`], or one at a time.
+//! however few entries it holds, and even as lists of strings they were
+//! about 0.75 KiB a token Secret (compressed: about 0.15). Readers get them
+//! back as an `ObjectMeta` with [`CachedSecret::to_meta`], or one kind at a
+//! time; each read decodes them all. Labels, which scans over many Secrets
+//! read, stay a plain list (token Secrets keep none: see
+//! `leave_out_of_cache`).
 //!
 //! [`data_ownership`]: super::data_ownership
 
-use std::{borrow::Cow, collections::BTreeMap, sync::LazyLock};
+use std::{borrow::Cow, fmt, sync::LazyLock};
 
 use k8s_openapi::{
     NamespaceResourceScope,
     api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference},
 };
-use kube::Resource;
-use serde::{Deserialize, Serialize};
+use kube::{Resource, core::PartialObjectMeta};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::{compressed::Dictionary, data_ownership::keep_data_ownership};
@@ -29,17 +32,17 @@ type Pairs = Vec<(String, String)>;
 /// its identity and version, not its labels, annotations or owners: those
 /// are read with [`CachedSecret::label`], [`CachedSecret::annotation`],
 /// [`CachedSecret::owners`] or [`CachedSecret::to_meta`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct CachedSecret {
     metadata: ObjectMeta,
+    labels: Box<[(Box<str>, Box<str>)]>,
     /// [`Fields`] as JSON, compressed with [`DICTIONARY`].
     fields: Box<[u8]>,
 }
 
-/// What is kept of the labels, annotations and data ownership.
+/// What is kept compressed.
 #[derive(Default, Serialize, Deserialize)]
 struct Fields {
-    labels: Pairs,
     annotations: Pairs,
     /// (manager, its data keys comma-separated), in the compact form of
     /// [`super::data_ownership::keep_data_ownership`].
@@ -47,8 +50,9 @@ struct Fields {
     owners: Vec<OwnerReference>,
 }
 
-/// What the fields of most managed Secrets have in common.
-const DICTIONARY: &[u8] = br#"{"labels":[["app.kubernetes.io/managed-by","tokensmith"],["tokensmith.dev/access-token",""],["tokensmith.dev/app-registration",""],["tokensmith.dev/refresh-chain-of",""]],"annotations":[["tokensmith.dev/template-hash","sha256:"],["tokensmith.dev/token-hash","sha256:"],["tokensmith.dev/token-id",""],["tokensmith.dev/expires-at","2026-01-01T00:00:00Z"]],"data_writers":[["tokensmith","expires-at,issuer,token,token-id,token-type"]],"owners":[{"apiVersion":"tokensmith.dev/v1alpha1","blockOwnerDeletion":true,"controller":true,"kind":"AccessToken","name":"","uid":""}]}"#;
+/// What the fields of most managed Secrets have in common. Nothing
+/// compressed outlives the process, so it may change at any time.
+const DICTIONARY: &[u8] = br#"{"annotations":[["tokensmith.dev/template-hash","sha256:"],["tokensmith.dev/token-hash","sha256:"],["tokensmith.dev/token-id",""],["tokensmith.dev/expires-at","2026-01-01T00:00:00Z"]],"data_writers":[["tokensmith","expires-at,issuer,token,token-id,token-type"]],"owners":[{"apiVersion":"tokensmith.dev/v1alpha1","blockOwnerDeletion":true,"controller":true,"kind":"AccessToken","name":"","uid":""}]}"#;
 
 static COMPRESSION: LazyLock<Dictionary> = LazyLock::new(|| Dictionary::new(DICTIONARY));
 
@@ -57,11 +61,20 @@ impl CachedSecret {
     /// keys (and `kubectl apply`'s copy of the object dropped).
     pub fn new(mut meta: ObjectMeta) -> Self {
         keep_data_ownership(&mut meta);
-        let pairs =
-            |map: Option<BTreeMap<String, String>>| map.unwrap_or_default().into_iter().collect();
+        let labels = meta
+            .labels
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+            .collect();
         let fields = Fields {
-            labels: pairs(meta.labels.take()),
-            annotations: pairs(meta.annotations.take()),
+            annotations: meta
+                .annotations
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             data_writers: meta
                 .managed_fields
                 .take()
@@ -80,6 +93,7 @@ impl CachedSecret {
         let json = serde_json::to_vec(&fields).expect("strings encode");
         Self {
             metadata: meta,
+            labels,
             fields: COMPRESSION.compress(&json),
         }
     }
@@ -89,12 +103,19 @@ impl CachedSecret {
             .expect("fields decode as they were encoded")
     }
 
-    pub fn label(&self, key: &str) -> Option<String> {
-        find(self.fields().labels, key)
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v.as_ref())
     }
 
     pub fn annotation(&self, key: &str) -> Option<String> {
-        find(self.fields().annotations, key)
+        self.fields()
+            .annotations
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     pub fn owners(&self) -> Vec<OwnerReference> {
@@ -105,11 +126,15 @@ impl CachedSecret {
     /// data ownership back in their places.
     pub fn to_meta(&self) -> ObjectMeta {
         let Fields {
-            labels,
             annotations,
             data_writers,
             owners,
         } = self.fields();
+        let labels: Pairs = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let map = |pairs: Pairs| (!pairs.is_empty()).then(|| pairs.into_iter().collect());
         let managed_fields = data_writers
             .into_iter()
@@ -129,8 +154,24 @@ impl CachedSecret {
     }
 }
 
-fn find(pairs: Pairs, key: &str) -> Option<String> {
-    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+/// Its identity and labels: the compressed bytes say nothing to a reader.
+impl fmt::Debug for CachedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedSecret")
+            .field("metadata", &self.metadata)
+            .field("labels", &self.labels)
+            .field("fields_bytes", &self.fields.len())
+            .finish()
+    }
+}
+
+/// Decoded as a Secret's metadata, then cached (kube's controller asks that
+/// what triggers it can be decoded).
+impl<'de> Deserialize<'de> for CachedSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let secret = PartialObjectMeta::<Secret>::deserialize(deserializer)?;
+        Ok(Self::new(secret.metadata))
+    }
 }
 
 impl Resource for CachedSecret {
@@ -192,7 +233,7 @@ mod tests {
         let mut original = meta();
         keep_data_ownership(&mut original);
         assert_eq!(cached.to_meta(), original);
-        assert_eq!(cached.label("x").as_deref(), Some("1"));
+        assert_eq!(cached.label("x"), Some("1"));
         assert_eq!(cached.annotation("note").as_deref(), Some("a,b=c"));
         assert_eq!(cached.annotation("absent"), None);
         let writers: Vec<(String, Vec<&str>)> = original

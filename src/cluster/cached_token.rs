@@ -9,10 +9,10 @@
 //! what every token's JSON holds (field names, the usual values), its spec
 //! and status take about 0.2 KiB; decoding one costs a few microseconds.
 
-use std::{borrow::Cow, sync::LazyLock};
+use std::{borrow::Cow, fmt, sync::LazyLock};
 
-use super::compressed::Dictionary;
-use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus, IssuerKind};
+use super::{Undecodable, compressed::Dictionary};
+use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus, IssuerKind, ready_condition};
 use k8s_openapi::{
     NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
 };
@@ -20,7 +20,7 @@ use kube::Resource;
 use serde::{Deserialize, Deserializer};
 
 /// A cached AccessToken.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CachedToken {
     metadata: ObjectMeta,
     summary: TokenSummary,
@@ -51,38 +51,60 @@ struct Body<S, T> {
 
 /// Two documents: one with the fields a token seldom has, then the
 /// typical token, as they are encoded (fields in the order of the types).
+/// Nothing compressed outlives the process, so it may change at any time
+/// (its dates, say, as they grow old).
 const DICTIONARY: &[u8] = br#"{"spec":{"subject":"","userless":true,"scopes":[""],"audiences":[""],"claims":{"":""},"appRef":{"name":""},"boundObjectRef":{"kind":"ServiceAccount","name":""},"format":"Opaque","prefix":"","expiresAt":"","renewBeforePercentage":10,"onExpiry":"Delete","revoked":true,"secretName":"","secretTemplate":{"labels":{"":""},"annotations":{"":""}},"rolloutRestartTargets":[{"kind":"Deployment","name":""}]},"status":{"conditions":[{"lastTransitionTime":"2026-","message":"","observedGeneration":1,"reason":"","status":"False","type":"Ready"}],"previousTokens":[{"tokenID":"","expiresAt":"2026-","tokenHash":"sha256:"}],"minted":{"issuerURL":"https://","subject":"system:accesstoken:","scopes":[""],"audiences":[""],"claims":{"":""},"clientID":""},"renewRequest":""}}{"spec":{"issuerRef":{"kind":"ClusterTokenIssuer","name":""},"lifetime":"24h","renewBefore":"1h"},"status":{"conditions":[{"lastTransitionTime":"2026-11-28T00:00:00Z","message":"token  valid until 2026-11-28T00:00:00Z","observedGeneration":1,"reason":"Issued","status":"True","type":"Ready"}],"observedGeneration":1,"tokenID":"","keyID":"","issuedAt":"2026-11-28T00:00:00Z","expiresAt":"2026-11-28T00:00:00Z","renewalTime":"2026-11-28T00:00:00Z","revision":1,"secretName":"","tokenHash":"sha256:","specHash":"sha256:","minted":{"issuerURL":"https://","subject":"system:accesstoken:"}}}"#;
 
 static COMPRESSION: LazyLock<Dictionary> = LazyLock::new(|| Dictionary::new(DICTIONARY));
 
 impl CachedToken {
-    pub fn new(token: AccessToken) -> Self {
-        let summary = TokenSummary::of(&token);
+    /// Caches `token`. Undecodable when what it encodes to does not decode
+    /// again: a value the API server accepts and the types read but cannot
+    /// write back as read (a time before year 1, say). Such a token is left
+    /// out of the cache and reported, instead of failing every later read.
+    pub fn new(token: AccessToken) -> Result<Self, Box<Undecodable>> {
         let AccessToken {
             metadata,
             spec,
             status,
         } = token;
-        let json = serde_json::to_vec(&Body { spec, status })
-            .expect("an AccessToken that was decoded encodes");
-        Self {
+        let encoded = serde_json::to_vec(&Body { spec, status });
+        let mut cached = Self {
             metadata,
-            summary,
-            body: COMPRESSION.compress(&json),
+            summary: TokenSummary::default(),
+            body: Box::default(),
+        };
+        let decoded = encoded.map_err(|e| e.to_string()).and_then(|json| {
+            cached.body = COMPRESSION.compress(&json);
+            cached.decode().map_err(|e| e.to_string())
+        });
+        match decoded {
+            Ok(token) => {
+                cached.summary = TokenSummary::of(&token);
+                Ok(cached)
+            }
+            Err(error) => Err(Box::new(Undecodable {
+                meta: cached.metadata,
+                reason: format!("spec or status does not read back as written: {error}"),
+            })),
         }
+    }
+
+    fn decode(&self) -> serde_json::Result<AccessToken> {
+        let json = COMPRESSION.decompress(&self.body);
+        let Body { spec, status } =
+            serde_json::from_slice::<Body<AccessTokenSpec, AccessTokenStatus>>(&json)?;
+        Ok(AccessToken {
+            metadata: self.metadata.clone(),
+            spec,
+            status,
+        })
     }
 
     /// The token in full.
     pub fn token(&self) -> AccessToken {
-        let json = COMPRESSION.decompress(&self.body);
-        let Body { spec, status } =
-            serde_json::from_slice::<Body<AccessTokenSpec, AccessTokenStatus>>(&json)
-                .expect("a cached AccessToken decodes as it was encoded");
-        AccessToken {
-            metadata: self.metadata.clone(),
-            spec,
-            status,
-        }
+        self.decode()
+            .expect("every cached token was decoded once when it was cached")
     }
 
     pub fn summary(&self) -> &TokenSummary {
@@ -103,12 +125,9 @@ impl TokenSummary {
                 .as_ref()
                 .map(|a| a.name.clone().into_boxed_str()),
             revoked: token.spec.is_revoked(),
-            ready: status.and_then(|s| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == "Ready")
-                    .map(|c| c.status.clone().into_boxed_str())
-            }),
+            ready: status
+                .and_then(|s| ready_condition(&s.conditions))
+                .map(|c| c.status.clone().into_boxed_str()),
             expires_at: status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0),
             renewal_time: status.and_then(|s| s.renewal_time.as_ref()).map(|t| t.0),
         }
@@ -119,17 +138,23 @@ impl TokenSummary {
     }
 }
 
-impl From<AccessToken> for CachedToken {
-    fn from(token: AccessToken) -> Self {
-        Self::new(token)
-    }
-}
-
 /// Decoded as an AccessToken, then cached (kube's controller asks that
 /// what it reconciles can be decoded).
 impl<'de> Deserialize<'de> for CachedToken {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        AccessToken::deserialize(deserializer).map(Self::new)
+        let token = AccessToken::deserialize(deserializer)?;
+        Self::new(token).map_err(|undecodable| serde::de::Error::custom(undecodable.reason))
+    }
+}
+
+/// Its identity and summary: the compressed bytes say nothing to a reader.
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("metadata", &self.metadata)
+            .field("summary", &self.summary)
+            .field("body_bytes", &self.body.len())
+            .finish()
     }
 }
 
@@ -205,7 +230,7 @@ mod tests {
             ),
         ];
         for original in cases {
-            let cached = CachedToken::new(original.clone());
+            let cached = CachedToken::new(original.clone()).unwrap();
             let decoded = cached.token();
             assert_eq!(decoded.metadata, original.metadata);
             assert_eq!(decoded.spec, original.spec);
@@ -228,7 +253,8 @@ mod tests {
                 }],
                 "expiresAt": "2026-11-28T10:48:26Z",
             }),
-        ));
+        ))
+        .unwrap();
         let summary = cached.summary();
         assert_eq!(
             summary,
@@ -243,7 +269,7 @@ mod tests {
             }
         );
         assert!(!summary.is_ready());
-        let bare = CachedToken::new(token(json!({}), json!(null)));
+        let bare = CachedToken::new(token(json!({}), json!(null))).unwrap();
         assert_eq!(bare.summary().issuer_kind, IssuerKind::ClusterTokenIssuer);
         assert_eq!(bare.summary().ready, None);
     }
@@ -272,7 +298,25 @@ mod tests {
                     "subject": "system:accesstoken:scale:bench-0001",
                 },
             }),
-        ));
+        ))
+        .unwrap();
         assert!(cached.body.len() < 300, "{} bytes", cached.body.len());
+    }
+
+    /// The API server takes any RFC 3339 time; one before year 1 is read,
+    /// but written back in a form that does not read again.
+    #[test]
+    fn a_token_that_does_not_read_back_is_undecodable() {
+        let original = token(
+            json!({}),
+            json!({ "expiresAt": "0000-01-01T00:00:00+01:00" }),
+        );
+        let undecodable = CachedToken::new(original.clone()).unwrap_err();
+        assert_eq!(undecodable.meta, original.metadata);
+        assert!(
+            undecodable.reason.contains("does not read back"),
+            "{}",
+            undecodable.reason
+        );
     }
 }

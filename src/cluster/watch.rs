@@ -129,26 +129,23 @@ impl<K: Object + DeserializeOwned + std::fmt::Debug> Watched<K> {
     /// decode is named in the log and left out of the cache (as if deleted)
     /// instead of failing the watch of every other object.
     pub fn tolerant(api: Api<Decoded<K>>, config: watcher::Config) -> (Self, Pending<K>) {
-        let events = watcher(api, config)
-            .map(|event| event.map(|e| map_event(e, |d| d.0)))
-            .boxed();
-        Self::from_events(events)
+        Self::tolerant_converted(api, config, Ok)
     }
 }
 
 impl<K: Object> Watched<K> {
-    /// [`Watched::tolerant`], the objects converted before they are cached.
+    /// [`Watched::tolerant`], the objects converted before they are cached;
+    /// one that cannot be is undecodable too.
     pub fn tolerant_converted<S>(
         api: Api<Decoded<S>>,
         config: watcher::Config,
-        convert: impl Fn(S) -> K + Send + 'static,
+        convert: impl Fn(S) -> Result<K, Box<Undecodable>> + Send + 'static,
     ) -> (Self, Pending<K>)
     where
-        S: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-        Decoded<S>: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+        S: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     {
         let events = watcher(api, config)
-            .map(move |event| event.map(|e| map_event(e, |d| d.0.map(&convert))))
+            .map(move |event| event.map(|e| map_event(e, |d| d.0.and_then(&convert))))
             .boxed();
         Self::from_events(events)
     }

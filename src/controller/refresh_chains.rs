@@ -21,7 +21,7 @@ pub async fn prune_expired_chains(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let chains = ctx.managed_secrets.state().into_iter().filter(|s| {
         s.namespace().as_deref() == Some(namespace.as_str())
-            && s.label(CHAIN_CLIENT_LABEL).as_deref() == Some(client_id)
+            && s.label(CHAIN_CLIENT_LABEL) == Some(client_id)
     });
     let mut next = None;
     for chain in chains {

@@ -146,7 +146,10 @@ impl Index {
             },
             key_secrets: key_secrets.clone(),
             access_tokens: Watched::fixed(
-                access_tokens.into_iter().map(CachedToken::new).collect(),
+                access_tokens
+                    .into_iter()
+                    .map(|t| CachedToken::new(t).expect("a token that reads back"))
+                    .collect(),
                 vec![Box::new(move |event| token_keys.apply(event))],
             )
             .store(),

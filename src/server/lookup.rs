@@ -145,16 +145,6 @@ struct State {
     /// Filled during a (re)list, swapped in when it is done, as the
     /// reflector does with its store.
     relisting: Option<Entries>,
-    /// Keyed per process: no one can choose keys that collide.
-    hasher: RandomState,
-}
-
-impl State {
-    fn hashes(&self, keys: Vec<String>) -> Box<[u64]> {
-        keys.iter()
-            .map(|key| self.hasher.hash_one(key.as_str()))
-            .collect()
-    }
 }
 
 /// Objects of kind `K` by the keys `keys_of` gives each.
@@ -162,39 +152,51 @@ impl State {
 pub struct KeyIndex<K: Resource<DynamicType = ()>> {
     state: Arc<RwLock<State>>,
     keys_of: fn(&K) -> Vec<String>,
+    /// Keyed per process: no one can choose keys that collide.
+    hasher: RandomState,
 }
 
 impl<K> KeyIndex<K>
 where
     K: Resource<DynamicType = ()> + Clone,
-    ObjectRef<K>: Hash + Eq,
 {
     pub fn new(keys_of: fn(&K) -> Vec<String>) -> Self {
         Self {
             state: Arc::new(RwLock::new(State {
                 live: Entries::default(),
                 relisting: None,
-                hasher: RandomState::new(),
             })),
             keys_of,
+            hasher: RandomState::new(),
         }
+    }
+
+    /// `object`'s keys, hashed. Outside the lock: `keys_of` may decode the
+    /// object, and lookups should not wait for that.
+    fn hashes(&self, object: &K) -> Box<[u64]> {
+        (self.keys_of)(object)
+            .iter()
+            .map(|key| self.hasher.hash_one(key.as_str()))
+            .collect()
     }
 
     /// Follows one watch event.
     pub fn apply(&self, event: &watcher::Event<K>) {
+        let keys = match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                self.hashes(object)
+            }
+            _ => Box::default(),
+        };
         let mut state = self
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match event {
-            watcher::Event::Apply(object) => {
-                let keys = state.hashes((self.keys_of)(object));
-                state.live.insert(Named::of(object), keys);
-            }
+            watcher::Event::Apply(object) => state.live.insert(Named::of(object), keys),
             watcher::Event::Delete(object) => state.live.remove(&Named::of(object)),
             watcher::Event::Init => state.relisting = Some(Entries::default()),
             watcher::Event::InitApply(object) => {
-                let keys = state.hashes((self.keys_of)(object));
                 state
                     .relisting
                     .get_or_insert_with(Entries::default)
@@ -214,7 +216,7 @@ where
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = state.hasher.hash_one(key);
+        let key = self.hasher.hash_one(key);
         match state.live.by_key.get(&key)? {
             Claimants::One(only) => Some(only.object_ref()),
             Claimants::Many(_) => None,

@@ -27,7 +27,7 @@ const ARENAS: libc::c_int = 1;
 /// threads the operator runs.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_arenas() {
-    // SAFETY: mallopt only sets a tunable; called before other threads exist.
+    // SAFETY: mallopt only sets a tunable of the allocator.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
 }
 

@@ -94,22 +94,25 @@ mod tests {
     }
 
     fn token(name: &str, renewal: Option<&str>, expiry: Option<&str>) -> Arc<CachedToken> {
-        Arc::new(CachedToken::new(AccessToken {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("team".into()),
-                ..ObjectMeta::default()
-            },
-            spec: serde_json::from_value::<AccessTokenSpec>(serde_json::json!({
-                "issuerRef": {"name": "signer"}
-            }))
+        Arc::new(
+            CachedToken::new(AccessToken {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some("team".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: serde_json::from_value::<AccessTokenSpec>(serde_json::json!({
+                    "issuerRef": {"name": "signer"}
+                }))
+                .unwrap(),
+                status: Some(AccessTokenStatus {
+                    renewal_time: renewal.map(|t| Time(at(t))),
+                    expires_at: expiry.map(|t| Time(at(t))),
+                    ..AccessTokenStatus::default()
+                }),
+            })
             .unwrap(),
-            status: Some(AccessTokenStatus {
-                renewal_time: renewal.map(|t| Time(at(t))),
-                expires_at: expiry.map(|t| Time(at(t))),
-                ..AccessTokenStatus::default()
-            }),
-        }))
+        )
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use record::{data as secret_keys, default_subject, leave_out_of_cache, secre
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Resource, ResourceExt,
@@ -67,10 +67,9 @@ pub fn controller(
     )
     // The Secrets it owns (kube's `owns` reads owners from the metadata,
     // which the Secret cache keeps compressed apart).
-    .reconcile_on(
-        own.without_echoes(managed_secrets.subscribe())
-            .flat_map(|secret| futures::stream::iter(owners_of::<CachedToken>(&secret))),
-    )
+    .watches_shared_stream(own.without_echoes(managed_secrets.subscribe()), |secret| {
+        owners_of::<CachedToken>(&secret)
+    })
     .watches_shared_stream(
         watches.token_issuers.subscribe(),
         move |issuer: Arc<TokenIssuer>| {

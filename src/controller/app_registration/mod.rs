@@ -63,12 +63,9 @@ pub fn controller(
         Controller::for_shared_stream(own.without_echoes(watches.apps.subscribe()), apps.clone())
             // The Secrets it owns (kube's `owns` reads owners from the
             // metadata, which the Secret cache keeps compressed apart).
-            .reconcile_on(
-                own.without_echoes(managed_secrets.subscribe())
-                    .flat_map(|secret| {
-                        futures::stream::iter(owners_of::<AppRegistration>(&secret))
-                    }),
-            )
+            .watches_shared_stream(own.without_echoes(managed_secrets.subscribe()), |secret| {
+                owners_of::<AppRegistration>(&secret)
+            })
             // A new refresh chain is a new thing to prune once it expires: its app
             // (named by client id) looks at it.
             .reconcile_on(
@@ -117,7 +114,7 @@ fn apps_of_chain(
     };
     apps.state()
         .iter()
-        .filter(|a| a.uid().as_deref() == Some(client_id.as_str()))
+        .filter(|a| a.uid().as_deref() == Some(client_id))
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
