@@ -42,6 +42,21 @@ fn set_status_expiry(namespace: &str, name: &str, expires_at: &str) {
     ]);
 }
 
+/// The message of the AccessToken's Ready condition, read untyped: the
+/// object may not fit the Rust type.
+fn ready_message(namespace: &str, name: &str) -> Option<String> {
+    let output = control_plane().kubectl_output(&[
+        "get",
+        "accesstoken",
+        name,
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
+    ]);
+    String::from_utf8(output.stdout).ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_access_token_does_not_stop_a_restarted_operator() {
     let client = control_plane().client().await;
@@ -90,16 +105,7 @@ async fn an_undecodable_access_token_does_not_stop_a_restarted_operator() {
         Duration::from_secs(30),
         "a condition saying why",
         || async {
-            let output = control_plane().kubectl_output(&[
-                "get",
-                "accesstoken",
-                "poison",
-                "-n",
-                &poisoned_ns.name,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
-            ]);
-            let message = String::from_utf8(output.stdout).ok()?;
+            let message = ready_message(&poisoned_ns.name, "poison")?;
             (message.contains("cannot read this object") && message.contains("status.expiresAt"))
                 .then_some(())
         },
@@ -159,16 +165,7 @@ async fn a_token_that_does_not_read_back_is_reported_and_the_rest_goes_on() {
         Duration::from_secs(30),
         "a condition saying why",
         || async {
-            let output = control_plane().kubectl_output(&[
-                "get",
-                "accesstoken",
-                "odd",
-                "-n",
-                &ns.name,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
-            ]);
-            let message = String::from_utf8(output.stdout).ok()?;
+            let message = ready_message(&ns.name, "odd")?;
             message.contains("does not read back").then_some(())
         },
     )

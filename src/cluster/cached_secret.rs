@@ -13,14 +13,13 @@
 //!
 //! [`data_ownership`]: super::data_ownership
 
-use std::{borrow::Cow, fmt, sync::LazyLock};
+use std::{fmt, sync::LazyLock};
 
 use k8s_openapi::{
-    NamespaceResourceScope,
     api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference},
 };
-use kube::{Resource, core::PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -174,37 +173,11 @@ impl<'de> Deserialize<'de> for CachedSecret {
     }
 }
 
-impl Resource for CachedSecret {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Secret::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        Secret::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        Secret::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Secret::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+super::resource_as!(CachedSecret, Secret);
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
     use serde_json::json;
 
     use super::*;

@@ -9,14 +9,11 @@
 //! what every token's JSON holds (field names, the usual values), its spec
 //! and status take about 0.2 KiB; decoding one costs a few microseconds.
 
-use std::{borrow::Cow, fmt, sync::LazyLock};
+use std::{fmt, sync::LazyLock};
 
 use super::{Undecodable, compressed::Dictionary};
 use crate::api::{AccessToken, AccessTokenSpec, AccessTokenStatus, IssuerKind, ready_condition};
-use k8s_openapi::{
-    NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
-};
-use kube::Resource;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
 use serde::{Deserialize, Deserializer};
 
 /// A cached AccessToken.
@@ -158,37 +155,11 @@ impl fmt::Debug for CachedToken {
     }
 }
 
-impl Resource for CachedToken {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        AccessToken::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        AccessToken::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        AccessToken::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        AccessToken::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+super::resource_as!(CachedToken, AccessToken);
 
 #[cfg(test)]
 mod tests {
+    use kube::Resource;
     use serde_json::json;
 
     use super::*;

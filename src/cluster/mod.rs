@@ -25,6 +25,45 @@ pub use watches::{PendingWatches, Watches};
 
 use crate::api::{ClusterTokenIssuer, TokenIssuer};
 
+/// `impl Resource` for a cached record of `$kind` that keeps its metadata
+/// in a field `metadata`: the kind, group, version and plural are `$kind`'s,
+/// so caches, echo records and API paths treat the record as the object.
+macro_rules! resource_as {
+    ($record:ty, $kind:ty) => {
+        impl kube::Resource for $record {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::version(dt)
+            }
+
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::plural(dt)
+            }
+
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+pub(crate) use resource_as;
+
 /// The shared watch of an issuer kind, for code generic over the kind.
 pub trait WatchedIssuer: watch::Object {
     fn watched(watches: &Watches) -> &Watched<Self>;
