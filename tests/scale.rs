@@ -37,14 +37,65 @@ fn requests(cp: &ControlPlane) -> BTreeMap<(String, String), f64> {
     counts
 }
 
-fn rss_mib(pid: i32) -> f64 {
+/// A figure of `/proc/PID/status` in MiB: `VmRSS:` (resident now) or
+/// `VmHWM:` (the most it has been resident).
+fn status_mib(pid: i32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+fn rss_mib(pid: i32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The operator's memory at one moment, MiB: resident, and in use by its
+/// allocator (what it holds beyond that is free memory not yet handed back).
+#[derive(Clone, Copy)]
+struct Memory {
+    rss: f64,
+    heap: f64,
+}
+
+impl Memory {
+    async fn of(operator: &Operator) -> Self {
+        Self {
+            rss: rss_mib(operator.pid),
+            heap: heap_mib(operator).await,
+        }
+    }
+
+    /// The same once the free memory of the last burst has gone back to the
+    /// system (the operator hands it back every `RELEASE_EVERY`): what it
+    /// keeps holding.
+    async fn settled(operator: &Operator) -> Self {
+        tokio::time::sleep(SETTLE).await;
+        Self::of(operator).await
+    }
+
+    fn mib(&self) -> String {
+        format!("{:.1} MiB ({:.1} MiB)", self.rss, self.heap)
+    }
+
+    /// KiB per token added since `before`: "RSS (heap)".
+    fn per_token(&self, before: &Self, added: usize) -> String {
+        let kib = |now: f64, then: f64| (now - then) * 1024.0 / added.max(1) as f64;
+        format!(
+            "{:.1} KiB ({:.1} KiB)",
+            kib(self.rss, before.rss),
+            kib(self.heap, before.heap)
+        )
+    }
+}
+
+/// How long after a burst memory is read again: two looks at free memory
+/// (the operator hands it back at the first after enough was freed) and a
+/// margin.
+const SETTLE: Duration =
+    Duration::from_secs(tokensmith::telemetry::allocator::RELEASE_EVERY.as_secs() * 2 + 5);
 
 /// CPU time each process taking part has used so far, in seconds: the API
 /// server, etcd, the controller-manager, the operator (when it runs) and
@@ -161,17 +212,30 @@ async fn figures_at_scale() {
     token_issuer(&client, &ns.name, "signer", json!({})).await;
     let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let base_rss = rss_mib(operator.pid);
-    let base_heap = heap_mib(&operator).await;
+    let base = Memory::of(&operator).await;
     let mut lines = vec![
-        "| AccessTokens | created in | all Ready after | tokens/s | p50 / p99 create→Ready | operator RSS (heap in use) | per added token: RSS (heap) | per token: GET / LIST secrets, POST / PATCH secrets, PATCH accesstokens, POST events |".to_string(),
+        format!(
+            "| AccessTokens | created in | all Ready after | tokens/s | p50 / p99 create→Ready | operator RSS (heap in use): when all are Ready; {} s later | per added token, {} s later: RSS (heap) | per token: GET / LIST secrets, POST / PATCH secrets, PATCH accesstokens, POST events |",
+            SETTLE.as_secs(),
+            SETTLE.as_secs()
+        ),
         "| --- | --- | --- | --- | --- | --- | --- | --- |".to_string(),
-        format!("| 0 | | | | | {base_rss:.1} MiB ({base_heap:.1} MiB) | | |"),
+        format!("| 0 | | | | | {} | | |", base.mib()),
+    ];
+    let mut restarts = vec![
+        format!(
+            "| cold start with | serving after | every token re-checked after (goal: ≤ 5 s at 10 000) | writes by the operator (goal: 0) | operator RSS (heap in use): when every token is re-checked; the most resident since start; {} s later | per added token, {} s later: RSS (heap) |",
+            SETTLE.as_secs(),
+            SETTLE.as_secs()
+        ),
+        "| --- | --- | --- | --- | --- | --- |".to_string(),
     ];
     let mut created = 0;
     // The operator's tokens/s at each step, against the limit's below.
     let mut rates: Vec<(usize, f64)> = Vec::new();
-    let (mut previous_rss, mut previous_heap) = (base_rss, base_heap);
+    // The running operator's settled memory before the step, and the last
+    // cold start's (each step ends with a restart, which the next step grows).
+    let (mut previous, mut previous_start) = (base, base);
     // CPU per token of every process in each step, for the limit's rows.
     let mut cpu_per_token: Vec<Cpu> = Vec::new();
     for target in steps.iter().copied() {
@@ -227,7 +291,8 @@ async fn figures_at_scale() {
             let key = (verb.to_string(), resource.to_string());
             (after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)) / added as f64
         };
-        let (rss, heap) = (rss_mib(operator.pid), heap_mib(&operator).await);
+        let ready = Memory::of(&operator).await;
+        let settled = Memory::settled(&operator).await;
         let fresh: Vec<AccessToken> = list
             .into_iter()
             .filter(|t| {
@@ -241,14 +306,15 @@ async fn figures_at_scale() {
             .collect();
         let seconds = latencies(&fresh);
         lines.push(format!(
-            "| {target} | {:.1} s | {:.1} s | {:.1} | {} s / {} s | {rss:.1} MiB ({heap:.1} MiB) | {:.1} KiB ({:.1} KiB) | {:.2} / {:.2}, {:.2} / {:.2}, {:.2}, {:.2} |",
+            "| {target} | {:.1} s | {:.1} s | {:.1} | {} s / {} s | {}; {} | {} | {:.2} / {:.2}, {:.2} / {:.2}, {:.2}, {:.2} |",
             create_time.as_secs_f64(),
             ready_time.as_secs_f64(),
             added as f64 / ready_time.as_secs_f64(),
             percentile(&seconds, 0.5),
             percentile(&seconds, 0.99),
-            (rss - previous_rss) * 1024.0 / added as f64,
-            (heap - previous_heap) * 1024.0 / added as f64,
+            ready.mib(),
+            settled.mib(),
+            settled.per_token(&previous, added),
             per_token("GET", "secrets"),
             per_token("LIST", "secrets"),
             per_token("POST", "secrets"),
@@ -258,22 +324,17 @@ async fn figures_at_scale() {
         ));
         println!("{}", lines.last().unwrap());
         rates.push((target, added as f64 / ready_time.as_secs_f64()));
+        let restart = cold_start(&mut operator, cp, target).await;
+        restarts.push(restart.row(&previous_start, added));
+        println!("{}", restarts.last().unwrap());
         created = target;
-        (previous_rss, previous_heap) = (rss, heap);
+        (previous, previous_start) = (restart.settled, restart.settled);
     }
     let written = OperatorWrites::of(&client, &ns.name, "t-000000").await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    lines.push(format!(
-        "| {created}, after 60 s idle | | | | | {:.1} MiB ({:.1} MiB) | | |",
-        rss_mib(operator.pid),
-        heap_mib(&operator).await
-    ));
     let mut more = vec![
         "| measurement | result | | |".to_string(),
         "| --- | --- | --- | --- |".to_string(),
     ];
-    more.push(cold_start(&mut operator, cp, created).await);
-    println!("{}", more.last().unwrap());
     more.push(rotation_storm(&client).await);
     println!("{}", more.last().unwrap());
     more.push(short_lifetimes(&client).await);
@@ -305,10 +366,11 @@ async fn figures_at_scale() {
         "| reference: plain Secret creates, 32 at a time | {plain:.1} Secrets/s | | |"
     ));
     let text = format!(
-        "Operator: one replica, log level `{}`. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n\n{}\n",
+        "Operator: one replica, log level `{}`. PATCH accesstokens excludes the test's own apply of each token.\n\n{}\n\nAfter each step the operator is restarted with every token present:\n\n{}\n\n{}\n",
         std::env::var("TOKENSMITH_TEST_LOG_LEVEL")
             .unwrap_or_else(|_| "info,tokensmith=debug".into()),
         lines.join("\n"),
+        restarts.join("\n"),
         more.join("\n")
     );
     println!("{text}");
@@ -343,9 +405,39 @@ fn operator_writes(audit_log: &std::path::Path, skip: usize) -> BTreeMap<String,
     writes
 }
 
-/// Restarts the operator with `tokens` AccessTokens present: seconds until
-/// it serves, seconds until it has looked at every token, and its writes.
-async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -> String {
+/// What a restart of the operator with every token present cost.
+struct ColdStart {
+    tokens: usize,
+    serving: Duration,
+    rechecked: Duration,
+    written: BTreeMap<String, usize>,
+    rechecked_memory: Memory,
+    peak_rss: f64,
+    settled: Memory,
+}
+
+impl ColdStart {
+    /// Its row; `before` is the restart of the step before (or the first
+    /// start with no token), `added` the tokens since.
+    fn row(&self, before: &Memory, added: usize) -> String {
+        format!(
+            "| {} AccessTokens | {:.1} s | {:.1} s | {} {:?} | {}; {:.1} MiB; {} | {} |",
+            self.tokens,
+            self.serving.as_secs_f64(),
+            self.rechecked.as_secs_f64(),
+            self.written.values().sum::<usize>(),
+            self.written,
+            self.rechecked_memory.mib(),
+            self.peak_rss,
+            self.settled.mib(),
+            self.settled.per_token(before, added),
+        )
+    }
+}
+
+/// Restarts the operator with `tokens` AccessTokens present: how soon it
+/// serves and has looked at every token, what it wrote, and its memory.
+async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -> ColdStart {
     operator.stop_with(libc::SIGTERM);
     let audit_log = cp.kubeconfig.with_file_name("audit.log");
     let skip = std::fs::read_to_string(&audit_log)
@@ -368,20 +460,19 @@ async fn cold_start(operator: &mut Operator, cp: &ControlPlane, tokens: usize) -
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = operator_writes(&audit_log, skip);
-    let total: usize = written.values().sum();
-    let (rss, heap) = (rss_mib(second.pid), heap_mib(&second).await);
-    // Again once the burst's free memory has gone back to the system (it
-    // is handed back every 30 s): what a restarted operator keeps holding.
-    tokio::time::sleep(tokensmith::telemetry::allocator::RELEASE_EVERY + Duration::from_secs(5))
-        .await;
-    let (settled_rss, settled_heap) = (rss_mib(second.pid), heap_mib(&second).await);
+    let rechecked_memory = Memory::of(&second).await;
+    let peak_rss = status_mib(second.pid, "VmHWM:");
+    let settled = Memory::settled(&second).await;
     *operator = second;
-    format!(
-        "| cold start with {tokens} AccessTokens | serving after {:.1} s, every token re-checked after {:.1} s (goal: ≤ 5 s) | {total} writes by the operator (goal: 0) {written:?} | RSS {rss:.1} MiB (heap in use {heap:.1} MiB); {} s later {settled_rss:.1} MiB ({settled_heap:.1} MiB) |",
-        serving.as_secs_f64(),
-        rechecked.as_secs_f64(),
-        tokensmith::telemetry::allocator::RELEASE_EVERY.as_secs() + 5,
-    )
+    ColdStart {
+        tokens,
+        serving,
+        rechecked,
+        written,
+        rechecked_memory,
+        peak_rss,
+        settled,
+    }
 }
 
 /// `count` AccessTokens `PREFIX-0000`... of the issuer `signer` that live

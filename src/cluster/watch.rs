@@ -20,7 +20,7 @@ use std::{
 
 use futures::{
     Stream, StreamExt,
-    channel::mpsc::{UnboundedSender, unbounded},
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
     stream::BoxStream,
 };
 use kube::{
@@ -219,21 +219,38 @@ impl<K: Object> Watched<K> {
     }
 
     /// Every object that changes from now on (deleted ones included), after
-    /// the cache holds the change; first every cached object, if the first
-    /// list is done (a later one sends them all then).
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    /// the cache holds the change; every object at a relist (the first list
+    /// too, if it is not done yet); not the objects already cached: for a
+    /// controller's triggers from a related kind. The controller reconciles
+    /// every object of its own kind when it starts ([`Watched::cached_and_changes`]);
+    /// each cached related object would queue the same reconciles once
+    /// more, and a restart with 100 000 tokens (each with its Secret, all
+    /// naming one issuer) queued 300 000 requests, most with a copy of the
+    /// related object's reference, for 100 000 reconciles.
+    pub fn subscribe_to_changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.subscription(false).1
+    }
+
+    /// The objects cached now (none before the first list, which is then
+    /// sent as changes) and every change from now on, apart: for a
+    /// controller that paces how fast it takes in the first.
+    pub fn cached_and_changes(&self) -> (Vec<Arc<K>>, impl Stream<Item = Arc<K>> + Send + 'static) {
+        self.subscription(true)
+    }
+
+    fn subscription(&self, with_cached: bool) -> (Vec<Arc<K>>, UnboundedReceiver<Arc<K>>) {
         let (sender, receiver) = unbounded();
         let mut subscribers = self
             .subscribers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *self.listed.borrow() {
-            for object in self.store.state() {
-                let _ = sender.unbounded_send(object);
-            }
-        }
+        let cached = if with_cached && *self.listed.borrow() {
+            self.store.state()
+        } else {
+            Vec::new()
+        };
         subscribers.push(sender);
-        receiver
+        (cached, receiver)
     }
 
     /// Waits for the first list; `false` if the watch stopped before it.
@@ -322,18 +339,11 @@ impl<K: Object> Pending<K> {
                 .collect(),
             watcher::Event::Delete(object) => vec![Arc::new(object.clone())],
             watcher::Event::InitDone => {
-                // Objects deleted while the watch was down have no event of
-                // their own: they are the ones the new list lacks.
                 let now = self.store.state();
-                let present: HashSet<ObjectRef<K>> = now
-                    .iter()
-                    .map(|o| ObjectRef::from_obj(o.as_ref()))
-                    .collect();
                 let gone = before_relist
-                    .into_iter()
-                    .flatten()
-                    .filter(|o| !present.contains(&ObjectRef::from_obj(o.as_ref())));
-                now.iter().cloned().chain(gone).collect()
+                    .map(|before| gone_from(&before, &now))
+                    .unwrap_or_default();
+                now.into_iter().chain(gone).collect()
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
         };
@@ -417,6 +427,30 @@ impl<K: Object> Pending<K> {
             }
         })
     }
+}
+
+/// The objects of `before` that `now` lacks: deleted while the watch was
+/// down, with no event of their own. Keyed by borrowed names, not
+/// `ObjectRef`s: a relist of 100 000 objects would otherwise copy every
+/// name, namespace, version and uid once more.
+fn gone_from<K: Object>(before: &[Arc<K>], now: &[Arc<K>]) -> Vec<Arc<K>> {
+    if before.is_empty() {
+        return Vec::new();
+    }
+    let present: HashSet<(&str, &str)> = now.iter().map(|o| name_of(o.as_ref())).collect();
+    before
+        .iter()
+        .filter(|object| !present.contains(&name_of(object.as_ref())))
+        .cloned()
+        .collect()
+}
+
+fn name_of<K: Resource>(object: &K) -> (&str, &str) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// Whether the watch failed only because its resourceVersion is too old.
@@ -508,16 +542,18 @@ mod tests {
     fn subscribers_hear_of_changes_deletions_and_objects_gone_during_an_outage() {
         let (watched, mut pending) =
             Watched::<ConfigMap>::from_events(futures::stream::empty().boxed());
-        let mut early = Box::pin(watched.subscribe());
+        let mut early = Box::pin(watched.subscribe_to_changes());
         relist(
             &mut pending,
             vec![Ok(config_map("a", "1")), Ok(config_map("b", "1"))],
         );
         assert_eq!(drain(&mut early), ["a", "b"]);
 
-        // A late subscriber starts from the cache.
-        let mut late = Box::pin(watched.subscribe());
-        assert_eq!(drain(&mut late), ["a", "b"]);
+        // A late subscriber is given the cache apart.
+        let (cached, late) = watched.cached_and_changes();
+        let mut late = Box::pin(late);
+        assert_eq!(names(&cached), ["a", "b"]);
+        assert!(drain(&mut late).is_empty());
 
         pending.handle(watcher::Event::Delete(Ok(config_map("a", "2"))));
         assert_eq!(drain(&mut early), ["a"]);
@@ -528,6 +564,43 @@ mod tests {
         relist(&mut pending, vec![Ok(config_map("c", "3"))]);
         assert_eq!(drain(&mut late), ["b", "c"]);
         assert_eq!(names(&watched.store().state()), ["c"]);
+    }
+
+    #[test]
+    fn a_subscriber_to_changes_hears_of_what_changes_and_of_relists_not_of_the_cache() {
+        let (watched, mut pending) =
+            Watched::<ConfigMap>::from_events(futures::stream::empty().boxed());
+        relist(
+            &mut pending,
+            vec![Ok(config_map("a", "1")), Ok(config_map("b", "1"))],
+        );
+        let mut changes = Box::pin(watched.subscribe_to_changes());
+        assert!(drain(&mut changes).is_empty());
+
+        pending.handle(watcher::Event::Apply(Ok(config_map("a", "2"))));
+        assert_eq!(drain(&mut changes), ["a"]);
+
+        // A relist may follow changes missed while the watch was down: all of
+        // it, and what it lacks, reach this subscriber too.
+        relist(&mut pending, vec![Ok(config_map("a", "3"))]);
+        assert_eq!(drain(&mut changes), ["a", "b"]);
+    }
+
+    #[test]
+    fn objects_gone_are_told_apart_by_namespace_and_name() {
+        let object = |namespace: &str, name: &str| {
+            let mut object = config_map(name, "1");
+            object.metadata.namespace = Some(namespace.into());
+            Arc::new(object)
+        };
+        let before = [object("x", "a"), object("y", "a"), object("x", "b")];
+        let now = [object("x", "a"), object("x", "b"), object("z", "c")];
+        let gone: Vec<_> = gone_from(&before, &now)
+            .iter()
+            .map(|o| name_of(o.as_ref()).0.to_owned() + "/" + &o.name_any())
+            .collect();
+        assert_eq!(gone, ["y/a"]);
+        assert!(gone_from(&[], &now).is_empty());
     }
 
     #[test]
@@ -544,8 +617,7 @@ mod tests {
 
         // A decodable object turning undecodable leaves the cache, as if
         // deleted, and subscribers hear of it.
-        let mut subscription = Box::pin(watched.subscribe());
-        drain(&mut subscription);
+        let mut subscription = Box::pin(watched.subscribe_to_changes());
         pending.handle(watcher::Event::Apply(Err(bad("good"))));
         assert!(watched.store().state().is_empty());
         assert_eq!(drain(&mut subscription), ["good"]);

@@ -12,6 +12,7 @@ pub mod issuer;
 mod managed_secret;
 pub mod object_metrics;
 mod own_writes;
+mod pace;
 mod patch;
 pub mod refresh_chains;
 pub mod revocation;
@@ -21,6 +22,7 @@ mod undecodable;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result, readable};
+use pace::Pace;
 
 use std::{
     future::Future,
@@ -54,10 +56,11 @@ pub const ECHO_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs `controller` the way every controller here runs: at most
 /// [`CONCURRENCY`] reconciles at once, stopping on `shutdown`, each reconcile
-/// counted in the metrics as `kind`, a failed one retried after `backoff`
-/// (see [`retry_policy`]), and the outcomes logged.
+/// counted in the metrics as `kind` and told to `pace`, a failed one retried
+/// after `backoff` (see [`retry_policy`]), and the outcomes logged.
 fn run_controller<K, F>(
     controller: Controller<K>,
+    pace: Pace,
     ctx: std::sync::Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     kind: &'static str,
@@ -82,7 +85,10 @@ where
             move |object, error, _| retry_policy(object.as_ref(), error, backoff),
             ctx,
         )
-        .map(log_outcome)
+        .map(move |outcome| {
+            pace.ended();
+            log_outcome(outcome)
+        })
 }
 
 /// Runs a reconcile of `kind` and counts it in the metrics.

@@ -36,6 +36,7 @@ use super::{
     Context, Error, FINALIZER, Result,
     finalizer::{Event as FinalizerEvent, finalized},
     managed_secret::owners_of,
+    pace::Pace,
 };
 use crate::{
     api::{AccessToken, AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
@@ -61,44 +62,46 @@ pub fn controller(
     // The echoes of its own writes (finalizer, Secret, status) trigger
     // nothing: the reconcile that wrote them decided on what they hold.
     let own = &ctx.own_writes;
-    let controller = Controller::for_shared_stream(
-        own.without_echoes(watches.access_tokens.subscribe()),
-        tokens,
-    )
-    // The Secrets it owns (kube's `owns` reads owners from the metadata,
-    // which the Secret cache keeps compressed apart).
-    .watches_shared_stream(own.without_echoes(managed_secrets.subscribe()), |secret| {
-        owners_of::<CachedToken>(&secret)
-    })
-    .watches_shared_stream(
-        watches.token_issuers.subscribe(),
-        move |issuer: Arc<TokenIssuer>| {
-            tokens_using(
-                &for_token_issuers,
-                IssuerKind::TokenIssuer,
-                issuer.namespace(),
-                &issuer.name_any(),
+    let pace = Pace::default();
+    let (at_start, changes) = watches.access_tokens.cached_and_changes();
+    let controller =
+        Controller::for_shared_stream(pace.feed(at_start, own.without_echoes(changes)), tokens)
+            // The Secrets it owns (kube's `owns` reads owners from the metadata,
+            // which the Secret cache keeps compressed apart).
+            .watches_shared_stream(
+                own.without_echoes(managed_secrets.subscribe_to_changes()),
+                |secret| owners_of::<CachedToken>(&secret),
             )
-        },
-    )
-    .watches_shared_stream(
-        watches.cluster_issuers.subscribe(),
-        move |issuer: Arc<ClusterTokenIssuer>| {
-            tokens_using(
-                &for_cluster_issuers,
-                IssuerKind::ClusterTokenIssuer,
-                None,
-                &issuer.name_any(),
+            .watches_shared_stream(
+                watches.token_issuers.subscribe_to_changes(),
+                move |issuer: Arc<TokenIssuer>| {
+                    tokens_using(
+                        &for_token_issuers,
+                        IssuerKind::TokenIssuer,
+                        issuer.namespace(),
+                        &issuer.name_any(),
+                    )
+                },
             )
-        },
-    )
-    .watches_shared_stream(
-        watches.apps.subscribe(),
-        move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
-    )
-    .reconcile_on(horizon::sweep(watches.access_tokens.store()));
+            .watches_shared_stream(
+                watches.cluster_issuers.subscribe_to_changes(),
+                move |issuer: Arc<ClusterTokenIssuer>| {
+                    tokens_using(
+                        &for_cluster_issuers,
+                        IssuerKind::ClusterTokenIssuer,
+                        None,
+                        &issuer.name_any(),
+                    )
+                },
+            )
+            .watches_shared_stream(
+                watches.apps.subscribe_to_changes(),
+                move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
+            )
+            .reconcile_on(horizon::sweep(watches.access_tokens.store()));
     super::run_controller(
         controller,
+        pace,
         ctx,
         shutdown,
         "AccessToken",

@@ -23,6 +23,7 @@ use super::{
     conditions::Readiness,
     finalizer::{Event as FinalizerEvent, finalized},
     managed_secret::{self, OwnedSecret, controller_reference, is_controlled_by},
+    pace::Pace,
     status::{self, ReadyStatus, apply_status, report_blocked, requeue_at},
 };
 use crate::{
@@ -95,22 +96,26 @@ pub fn controller<I: Issuer + WatchedIssuer>(
     let by_cluster_issuer = same_path(ctx.issuers.clone());
     let by_token_issuer = same_path(ctx.issuers.clone());
     let own = I::watched(watches);
-    let controller = Controller::for_shared_stream(own.subscribe(), own.store())
-        .watches_shared_stream(watches.key_secrets.subscribe(), |secret: Arc<Secret>| {
-            issuer_of::<I>(&secret.metadata)
-        })
+    let pace = Pace::default();
+    let (at_start, changes) = own.cached_and_changes();
+    let controller = Controller::for_shared_stream(pace.feed(at_start, changes), own.store())
         .watches_shared_stream(
-            watches.cluster_issuers.subscribe(),
+            watches.key_secrets.subscribe_to_changes(),
+            |secret: Arc<Secret>| issuer_of::<I>(&secret.metadata),
+        )
+        .watches_shared_stream(
+            watches.cluster_issuers.subscribe_to_changes(),
             move |changed: Arc<ClusterTokenIssuer>| {
                 by_cluster_issuer(&changed.spec.settings.issuer_url)
             },
         )
         .watches_shared_stream(
-            watches.token_issuers.subscribe(),
+            watches.token_issuers.subscribe_to_changes(),
             move |changed: Arc<TokenIssuer>| by_token_issuer(&changed.spec.settings.issuer_url),
         );
     super::run_controller(
         controller,
+        pace,
         ctx,
         shutdown,
         I::KIND.as_str(),
