@@ -9,8 +9,9 @@
 //! kube's own shared streams were not used: they pass on no deletions, a
 //! subscriber that lags blocks the watch (and so the token service), and an
 //! object deleted before a subscriber reads it stalls that subscriber.
-//! Here each subscription is an unbounded channel of objects, deletions and
-//! objects gone while the watch was down included.
+//! Here each subscription is an unbounded channel of [`Notice`]s: every
+//! change, deletions included, and a mark at each relist, when changes may
+//! have been missed (objects deleted while the watch was down among them).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +21,7 @@ use std::{
 
 use futures::{
     Stream, StreamExt,
-    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+    channel::mpsc::{UnboundedSender, unbounded},
     stream::BoxStream,
 };
 use kube::{
@@ -47,7 +48,19 @@ pub type Projection<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 pub trait Object: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
 impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Object for K {}
 
-type Subscribers<K> = Arc<Mutex<Vec<UnboundedSender<Arc<K>>>>>;
+/// What a subscription is told.
+#[derive(Debug, Clone)]
+pub enum Notice<K> {
+    /// The object changed (or was deleted: then its last state).
+    Changed(Arc<K>),
+    /// The watch listed every object again, after it could not resume: any
+    /// change since the last notice may have been missed. No objects come
+    /// with it: a subscriber looks at the cache if it must, so a relist
+    /// of 100 000 objects does not queue 100 000 of them for each.
+    Relisted,
+}
+
+type Subscribers<K> = Arc<Mutex<Vec<UnboundedSender<Notice<K>>>>>;
 
 /// Objects of one kind that could not be decoded, by namespace and name.
 pub type UndecodableObjects = Arc<Mutex<HashMap<(Option<String>, String), Box<Undecodable>>>>;
@@ -219,38 +232,17 @@ impl<K: Object> Watched<K> {
     }
 
     /// Every object that changes from now on (deleted ones included), after
-    /// the cache holds the change; every object at a relist (the first list
-    /// too, if it is not done yet); not the objects already cached: for a
-    /// controller's triggers from a related kind. The controller reconciles
-    /// every object of its own kind when it starts ([`Watched::cached_and_changes`]);
-    /// each cached related object would queue the same reconciles once
-    /// more, and a restart with 100 000 tokens (each with its Secret, all
-    /// naming one issuer) queued 300 000 requests, most with a copy of the
-    /// related object's reference, for 100 000 reconciles.
-    pub fn subscribe_to_changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        self.subscription(false).1
-    }
-
-    /// The objects cached now (none before the first list, which is then
-    /// sent as changes) and every change from now on, apart: for a
-    /// controller that paces how fast it takes in the first.
-    pub fn cached_and_changes(&self) -> (Vec<Arc<K>>, impl Stream<Item = Arc<K>> + Send + 'static) {
-        self.subscription(true)
-    }
-
-    fn subscription(&self, with_cached: bool) -> (Vec<Arc<K>>, UnboundedReceiver<Arc<K>>) {
+    /// the cache holds the change, and a [`Notice::Relisted`] at each list
+    /// (the first too, if it is not done yet). Not the objects already
+    /// cached: a controller looks at every object of its kind when it
+    /// starts anyway (`controller::pace`).
+    pub fn subscribe(&self) -> impl Stream<Item = Notice<K>> + Send + 'static {
         let (sender, receiver) = unbounded();
-        let mut subscribers = self
-            .subscribers
+        self.subscribers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cached = if with_cached && *self.listed.borrow() {
-            self.store.state()
-        } else {
-            Vec::new()
-        };
-        subscribers.push(sender);
-        (cached, receiver)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(sender);
+        receiver
     }
 
     /// Waits for the first list; `false` if the watch stopped before it.
@@ -326,37 +318,24 @@ impl<K: Object> Pending<K> {
                 watcher::Event::Init | watcher::Event::InitDone => {}
             }
         }
-        let before_relist = matches!(event, watcher::Event::InitDone).then(|| self.store.state());
         self.writer.apply_watcher_event(&event);
         for hook in &self.hooks {
             hook(&event);
         }
-        let changed: Vec<Arc<K>> = match &event {
+        let notice = match &event {
             watcher::Event::Apply(object) => self
                 .store
                 .get(&ObjectRef::from_obj(object))
-                .into_iter()
-                .collect(),
-            watcher::Event::Delete(object) => vec![Arc::new(object.clone())],
-            watcher::Event::InitDone => {
-                let now = self.store.state();
-                let gone = before_relist
-                    .map(|before| gone_from(&before, &now))
-                    .unwrap_or_default();
-                now.into_iter().chain(gone).collect()
-            }
-            watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
+                .map(Notice::Changed),
+            watcher::Event::Delete(object) => Some(Notice::Changed(Arc::new(object.clone()))),
+            watcher::Event::InitDone => Some(Notice::Relisted),
+            watcher::Event::Init | watcher::Event::InitApply(_) => None,
         };
-        let mut subscribers = self
-            .subscribers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !changed.is_empty() {
-            subscribers.retain(|subscriber| {
-                changed
-                    .iter()
-                    .all(|object| subscriber.unbounded_send(object.clone()).is_ok())
-            });
+        if let Some(notice) = notice {
+            self.subscribers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|subscriber| subscriber.unbounded_send(notice.clone()).is_ok());
         }
         if matches!(event, watcher::Event::InitDone) {
             self.listed.send_replace(true);
@@ -429,30 +408,6 @@ impl<K: Object> Pending<K> {
     }
 }
 
-/// The objects of `before` that `now` lacks: deleted while the watch was
-/// down, with no event of their own. Keyed by borrowed names, not
-/// `ObjectRef`s: a relist of 100 000 objects would otherwise copy every
-/// name, namespace, version and uid once more.
-fn gone_from<K: Object>(before: &[Arc<K>], now: &[Arc<K>]) -> Vec<Arc<K>> {
-    if before.is_empty() {
-        return Vec::new();
-    }
-    let present: HashSet<(&str, &str)> = now.iter().map(|o| name_of(o.as_ref())).collect();
-    before
-        .iter()
-        .filter(|object| !present.contains(&name_of(object.as_ref())))
-        .cloned()
-        .collect()
-}
-
-fn name_of<K: Resource>(object: &K) -> (&str, &str) {
-    let meta = object.meta();
-    (
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
-}
-
 /// Whether the watch failed only because its resourceVersion is too old.
 fn is_expired(error: &watcher::Error) -> bool {
     match error {
@@ -521,12 +476,16 @@ mod tests {
         names
     }
 
-    fn drain(subscription: &mut (impl Stream<Item = Arc<ConfigMap>> + Unpin)) -> Vec<String> {
+    /// What a subscription was told so far: names of changed objects, in
+    /// order, and "(relisted)".
+    fn drain(subscription: &mut (impl Stream<Item = Notice<ConfigMap>> + Unpin)) -> Vec<String> {
         let mut seen = Vec::new();
-        while let Some(Some(object)) = futures::FutureExt::now_or_never(subscription.next()) {
-            seen.push(object.name_any());
+        while let Some(Some(notice)) = futures::FutureExt::now_or_never(subscription.next()) {
+            seen.push(match notice {
+                Notice::Changed(object) => object.name_any(),
+                Notice::Relisted => "(relisted)".into(),
+            });
         }
-        seen.sort();
         seen
     }
 
@@ -539,68 +498,31 @@ mod tests {
     }
 
     #[test]
-    fn subscribers_hear_of_changes_deletions_and_objects_gone_during_an_outage() {
+    fn subscribers_hear_of_changes_deletions_and_relists_not_of_the_cache() {
         let (watched, mut pending) =
             Watched::<ConfigMap>::from_events(futures::stream::empty().boxed());
-        let mut early = Box::pin(watched.subscribe_to_changes());
+        let mut early = Box::pin(watched.subscribe());
         relist(
             &mut pending,
             vec![Ok(config_map("a", "1")), Ok(config_map("b", "1"))],
         );
-        assert_eq!(drain(&mut early), ["a", "b"]);
+        assert_eq!(drain(&mut early), ["(relisted)"]);
 
-        // A late subscriber is given the cache apart.
-        let (cached, late) = watched.cached_and_changes();
-        let mut late = Box::pin(late);
-        assert_eq!(names(&cached), ["a", "b"]);
+        // A late subscriber is not given the cache.
+        let mut late = Box::pin(watched.subscribe());
         assert!(drain(&mut late).is_empty());
 
+        pending.handle(watcher::Event::Apply(Ok(config_map("b", "2"))));
         pending.handle(watcher::Event::Delete(Ok(config_map("a", "2"))));
-        assert_eq!(drain(&mut early), ["a"]);
-        assert_eq!(drain(&mut late), ["a"]);
+        assert_eq!(drain(&mut early), ["b", "a"]);
+        assert_eq!(drain(&mut late), ["b", "a"]);
         assert_eq!(names(&watched.store().state()), ["b"]);
 
-        // "b" was deleted while the watch was down: the relist lacks it.
+        // "b" was deleted while the watch was down: the relist lacks it, and
+        // subscribers are told changes may have been missed.
         relist(&mut pending, vec![Ok(config_map("c", "3"))]);
-        assert_eq!(drain(&mut late), ["b", "c"]);
+        assert_eq!(drain(&mut late), ["(relisted)"]);
         assert_eq!(names(&watched.store().state()), ["c"]);
-    }
-
-    #[test]
-    fn a_subscriber_to_changes_hears_of_what_changes_and_of_relists_not_of_the_cache() {
-        let (watched, mut pending) =
-            Watched::<ConfigMap>::from_events(futures::stream::empty().boxed());
-        relist(
-            &mut pending,
-            vec![Ok(config_map("a", "1")), Ok(config_map("b", "1"))],
-        );
-        let mut changes = Box::pin(watched.subscribe_to_changes());
-        assert!(drain(&mut changes).is_empty());
-
-        pending.handle(watcher::Event::Apply(Ok(config_map("a", "2"))));
-        assert_eq!(drain(&mut changes), ["a"]);
-
-        // A relist may follow changes missed while the watch was down: all of
-        // it, and what it lacks, reach this subscriber too.
-        relist(&mut pending, vec![Ok(config_map("a", "3"))]);
-        assert_eq!(drain(&mut changes), ["a", "b"]);
-    }
-
-    #[test]
-    fn objects_gone_are_told_apart_by_namespace_and_name() {
-        let object = |namespace: &str, name: &str| {
-            let mut object = config_map(name, "1");
-            object.metadata.namespace = Some(namespace.into());
-            Arc::new(object)
-        };
-        let before = [object("x", "a"), object("y", "a"), object("x", "b")];
-        let now = [object("x", "a"), object("x", "b"), object("z", "c")];
-        let gone: Vec<_> = gone_from(&before, &now)
-            .iter()
-            .map(|o| name_of(o.as_ref()).0.to_owned() + "/" + &o.name_any())
-            .collect();
-        assert_eq!(gone, ["y/a"]);
-        assert!(gone_from(&[], &now).is_empty());
     }
 
     #[test]
@@ -617,7 +539,7 @@ mod tests {
 
         // A decodable object turning undecodable leaves the cache, as if
         // deleted, and subscribers hear of it.
-        let mut subscription = Box::pin(watched.subscribe_to_changes());
+        let mut subscription = Box::pin(watched.subscribe());
         pending.handle(watcher::Event::Apply(Err(bad("good"))));
         assert!(watched.store().state().is_empty());
         assert_eq!(drain(&mut subscription), ["good"]);

@@ -60,7 +60,7 @@ pub const ECHO_WAIT: Duration = Duration::from_millis(200);
 /// after `backoff` (see [`retry_policy`]), and the outcomes logged.
 fn run_controller<K, F>(
     controller: Controller<K>,
-    pace: Pace,
+    pace: Pace<K>,
     ctx: std::sync::Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     kind: &'static str,
@@ -86,7 +86,9 @@ where
             ctx,
         )
         .map(move |outcome| {
-            pace.ended();
+            if let Some((namespace, name)) = reconciled(&outcome) {
+                pace.ended(namespace, name);
+            }
             log_outcome(outcome)
         })
 }
@@ -123,6 +125,21 @@ fn retry_policy<K: Resource<DynamicType = ()>>(
     }
     warn!(%kind, namespace, name, %error, "will retry");
     Action::requeue(backoff)
+}
+
+/// The namespace and name of the object a controller's reconcile (or its
+/// attempt) was about.
+fn reconciled<K: Resource<DynamicType = ()>>(
+    outcome: &Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>,
+) -> Option<(Option<&str>, &str)> {
+    match outcome {
+        Ok((object, _)) => Some((object.namespace.as_deref(), &object.name)),
+        Err(
+            controller::Error::ReconcilerFailed(_, object)
+            | controller::Error::ObjectNotFound(object),
+        ) => Some((object.namespace.as_deref(), &object.name)),
+        Err(_) => None,
+    }
 }
 
 /// Logs what a controller's stream reports. Failed reconciles are logged by

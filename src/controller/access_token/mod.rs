@@ -62,43 +62,46 @@ pub fn controller(
     // The echoes of its own writes (finalizer, Secret, status) trigger
     // nothing: the reconcile that wrote them decided on what they hold.
     let own = &ctx.own_writes;
-    let pace = Pace::default();
-    let (at_start, changes) = watches.access_tokens.cached_and_changes();
-    let controller =
-        Controller::for_shared_stream(pace.feed(at_start, own.without_echoes(changes)), tokens)
-            // The Secrets it owns (kube's `owns` reads owners from the metadata,
-            // which the Secret cache keeps compressed apart).
-            .watches_shared_stream(
-                own.without_echoes(managed_secrets.subscribe_to_changes()),
-                |secret| owners_of::<CachedToken>(&secret),
-            )
-            .watches_shared_stream(
-                watches.token_issuers.subscribe_to_changes(),
-                move |issuer: Arc<TokenIssuer>| {
-                    tokens_using(
-                        &for_token_issuers,
-                        IssuerKind::TokenIssuer,
-                        issuer.namespace(),
-                        &issuer.name_any(),
-                    )
-                },
-            )
-            .watches_shared_stream(
-                watches.cluster_issuers.subscribe_to_changes(),
-                move |issuer: Arc<ClusterTokenIssuer>| {
-                    tokens_using(
-                        &for_cluster_issuers,
-                        IssuerKind::ClusterTokenIssuer,
-                        None,
-                        &issuer.name_any(),
-                    )
-                },
-            )
-            .watches_shared_stream(
-                watches.apps.subscribe_to_changes(),
-                move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
-            )
-            .reconcile_on(horizon::sweep(watches.access_tokens.store()));
+    // Every token at start and after a relist, paced; then their changes.
+    let pace = Pace::new(tokens.clone());
+    let triggers = futures::stream::select(
+        own.without_echoes(pace.changes(watches.access_tokens.subscribe())),
+        pace.passes(),
+    );
+    let controller = Controller::for_shared_stream(triggers, tokens)
+        // The Secrets it owns (kube's `owns` reads owners from the metadata,
+        // which the Secret cache keeps compressed apart).
+        .watches_shared_stream(
+            own.without_echoes(pace.changes(managed_secrets.subscribe())),
+            |secret| owners_of::<CachedToken>(&secret),
+        )
+        .watches_shared_stream(
+            pace.changes(watches.token_issuers.subscribe()),
+            move |issuer: Arc<TokenIssuer>| {
+                tokens_using(
+                    &for_token_issuers,
+                    IssuerKind::TokenIssuer,
+                    issuer.namespace(),
+                    &issuer.name_any(),
+                )
+            },
+        )
+        .watches_shared_stream(
+            pace.changes(watches.cluster_issuers.subscribe()),
+            move |issuer: Arc<ClusterTokenIssuer>| {
+                tokens_using(
+                    &for_cluster_issuers,
+                    IssuerKind::ClusterTokenIssuer,
+                    None,
+                    &issuer.name_any(),
+                )
+            },
+        )
+        .watches_shared_stream(
+            pace.changes(watches.apps.subscribe()),
+            move |app: Arc<AppRegistration>| tokens_of_app(&for_apps, &app),
+        )
+        .reconcile_on(horizon::sweep(watches.access_tokens.store()));
     super::run_controller(
         controller,
         pace,

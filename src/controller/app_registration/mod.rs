@@ -60,35 +60,36 @@ pub fn controller(
     let operator_namespace = ctx.config.namespace.clone();
     let for_chains = apps.clone();
     let own = &ctx.own_writes;
-    let pace = Pace::default();
-    let (at_start, changes) = watches.apps.cached_and_changes();
-    let controller = Controller::for_shared_stream(
-        pace.feed(at_start, own.without_echoes(changes)),
-        apps.clone(),
-    )
-    // The Secrets it owns (kube's `owns` reads owners from the
-    // metadata, which the Secret cache keeps compressed apart).
-    .watches_shared_stream(
-        own.without_echoes(managed_secrets.subscribe_to_changes()),
-        |secret| owners_of::<AppRegistration>(&secret),
-    )
-    // A new refresh chain is a new thing to prune once it expires: its app
-    // (named by client id) looks at it.
-    .reconcile_on(managed_secrets.subscribe_to_changes().flat_map(
-        move |chain: Arc<CachedSecret>| {
-            futures::stream::iter(apps_of_chain(&for_chains, &operator_namespace, &chain))
-        },
-    ))
-    // An app waiting for its issuer (created with it, say) goes on as soon
-    // as the issuer is ready, not at its next retry.
-    .watches_shared_stream(
-        watches.cluster_issuers.subscribe_to_changes(),
-        apps_of::<ClusterTokenIssuer>(apps.clone()),
-    )
-    .watches_shared_stream(
-        watches.token_issuers.subscribe_to_changes(),
-        apps_of::<TokenIssuer>(apps),
+    // Every app at start and after a relist, paced; then their changes.
+    let pace = Pace::new(apps.clone());
+    let triggers = futures::stream::select(
+        own.without_echoes(pace.changes(watches.apps.subscribe())),
+        pace.passes(),
     );
+    let controller = Controller::for_shared_stream(triggers, apps.clone())
+        // The Secrets it owns (kube's `owns` reads owners from the
+        // metadata, which the Secret cache keeps compressed apart).
+        .watches_shared_stream(
+            own.without_echoes(pace.changes(managed_secrets.subscribe())),
+            |secret| owners_of::<AppRegistration>(&secret),
+        )
+        // A new refresh chain is a new thing to prune once it expires: its app
+        // (named by client id) looks at it.
+        .reconcile_on(pace.changes(managed_secrets.subscribe()).flat_map(
+            move |chain: Arc<CachedSecret>| {
+                futures::stream::iter(apps_of_chain(&for_chains, &operator_namespace, &chain))
+            },
+        ))
+        // An app waiting for its issuer (created with it, say) goes on as soon
+        // as the issuer is ready, not at its next retry.
+        .watches_shared_stream(
+            pace.changes(watches.cluster_issuers.subscribe()),
+            apps_of::<ClusterTokenIssuer>(apps.clone()),
+        )
+        .watches_shared_stream(
+            pace.changes(watches.token_issuers.subscribe()),
+            apps_of::<TokenIssuer>(apps),
+        );
     super::run_controller(
         controller,
         pace,

@@ -96,21 +96,22 @@ pub fn controller<I: Issuer + WatchedIssuer>(
     let by_cluster_issuer = same_path(ctx.issuers.clone());
     let by_token_issuer = same_path(ctx.issuers.clone());
     let own = I::watched(watches);
-    let pace = Pace::default();
-    let (at_start, changes) = own.cached_and_changes();
-    let controller = Controller::for_shared_stream(pace.feed(at_start, changes), own.store())
+    // Every issuer at start and after a relist, paced; then their changes.
+    let pace = Pace::new(own.store());
+    let triggers = futures::stream::select(pace.changes(own.subscribe()), pace.passes());
+    let controller = Controller::for_shared_stream(triggers, own.store())
         .watches_shared_stream(
-            watches.key_secrets.subscribe_to_changes(),
+            pace.changes(watches.key_secrets.subscribe()),
             |secret: Arc<Secret>| issuer_of::<I>(&secret.metadata),
         )
         .watches_shared_stream(
-            watches.cluster_issuers.subscribe_to_changes(),
+            pace.changes(watches.cluster_issuers.subscribe()),
             move |changed: Arc<ClusterTokenIssuer>| {
                 by_cluster_issuer(&changed.spec.settings.issuer_url)
             },
         )
         .watches_shared_stream(
-            watches.token_issuers.subscribe_to_changes(),
+            pace.changes(watches.token_issuers.subscribe()),
             move |changed: Arc<TokenIssuer>| by_token_issuer(&changed.spec.settings.issuer_url),
         );
     super::run_controller(
