@@ -8,7 +8,7 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 fn main() -> std::process::ExitCode {
     // Before the runtime's threads exist, or they would have arenas already.
-    tokensmith::telemetry::allocator::limit_arenas();
+    tokensmith::telemetry::allocator::configure();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
