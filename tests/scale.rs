@@ -233,9 +233,9 @@ async fn figures_at_scale() {
     let mut created = 0;
     // The operator's tokens/s at each step, against the limit's below.
     let mut rates: Vec<(usize, f64)> = Vec::new();
-    // The running operator's settled memory before the step, and the last
-    // cold start's (each step ends with a restart, which the next step grows).
-    let (mut previous, mut previous_start) = (base, base);
+    // The operator's settled memory before the step: each step ends with a
+    // restart, which the next step grows, so it is also the last restart's.
+    let mut previous = base;
     // CPU per token of every process in each step, for the limit's rows.
     let mut cpu_per_token: Vec<Cpu> = Vec::new();
     for target in steps.iter().copied() {
@@ -333,10 +333,10 @@ async fn figures_at_scale() {
         println!("{}", lines.last().unwrap());
         rates.push((target, added as f64 / ready_time.as_secs_f64()));
         let restart = cold_start(&mut operator, cp, target).await;
-        restarts.push(restart.row(&previous_start, added));
+        restarts.push(restart.row(&previous, added));
         println!("{}", restarts.last().unwrap());
         created = target;
-        (previous, previous_start) = (restart.settled, restart.settled);
+        previous = restart.settled;
     }
     let written = OperatorWrites::of(&client, &ns.name, "t-000000").await;
     let mut more = vec![
