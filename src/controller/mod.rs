@@ -86,8 +86,15 @@ where
             ctx,
         )
         .map(move |outcome| {
-            if let Some((namespace, name)) = reconciled(&outcome) {
-                pace.ended(namespace, name);
+            if let Some((namespace, name)) = reconciled(&outcome)
+                && let Some(done) = pace.ended(namespace, name)
+            {
+                info!(
+                    kind,
+                    objects = done.objects,
+                    seconds = done.took.as_secs_f64(),
+                    "looked at every object of the kind (at start, or after a relist)"
+                );
             }
             log_outcome(outcome)
         })

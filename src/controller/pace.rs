@@ -20,6 +20,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
+
 use futures::{Stream, StreamExt, future::ready, stream};
 use kube::{Resource, runtime::reflector::Store};
 use tokio::sync::Notify;
@@ -61,6 +63,17 @@ struct Passes<K> {
     another: bool,
     /// Hashes of the namespace and name of each.
     waiting: HashSet<u64>,
+    /// Since when passes have been going on without a break, and how many
+    /// objects they gave.
+    going: Option<(Instant, usize)>,
+}
+
+/// Passes that ended: every object they gave was reconciled and no other
+/// pass is due.
+#[derive(Debug, PartialEq)]
+pub struct PassesDone {
+    pub objects: usize,
+    pub took: Duration,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
@@ -74,6 +87,7 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
                     current: Vec::new().into_iter(),
                     another: true,
                     waiting: HashSet::new(),
+                    going: None,
                 }),
                 progress: Notify::new(),
                 hasher: RandomState::new(),
@@ -122,13 +136,25 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
     }
 
     /// The reconcile of the object `name` in `namespace` ended, whatever
-    /// its outcome.
-    pub fn ended(&self, namespace: Option<&str>, name: &str) {
+    /// its outcome; when that was the last object of the passes going on,
+    /// what they did (the operator logs it: how long a start took to look
+    /// at every object).
+    pub fn ended(&self, namespace: Option<&str>, name: &str) -> Option<PassesDone> {
         let key = self.key(namespace, name);
-        let freed = self.lock().waiting.remove(&key);
-        if freed {
-            self.shared.progress.notify_one();
+        let mut passes = self.lock();
+        if !passes.waiting.remove(&key) {
+            return None;
         }
+        self.shared.progress.notify_one();
+        let done = passes.waiting.is_empty() && passes.current.len() == 0 && !passes.another;
+        if !done {
+            return None;
+        }
+        let (since, objects) = passes.going.take()?;
+        Some(PassesDone {
+            objects,
+            took: since.elapsed(),
+        })
     }
 
     fn ask_for_pass(&self) {
@@ -147,9 +173,16 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
             Some(object) => object,
             None if std::mem::take(&mut passes.another) => {
                 passes.current = self.shared.store.state().into_iter();
+                passes.going.get_or_insert((Instant::now(), 0));
                 match passes.current.next() {
                     Some(object) => object,
-                    None => return (None, false),
+                    None => {
+                        // Nothing to look at, and nothing given waits.
+                        if passes.waiting.is_empty() {
+                            passes.going = None;
+                        }
+                        return (None, false);
+                    }
                 }
             }
             None => return (None, false),
@@ -160,6 +193,9 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
             meta.name.as_deref().unwrap_or_default(),
         );
         passes.waiting.insert(key);
+        if let Some((_, given)) = &mut passes.going {
+            *given += 1;
+        }
         (Some(object), false)
     }
 
@@ -291,5 +327,62 @@ mod tests {
         assert_eq!(given(&mut passes).len(), 3);
         end(&pace, &start);
         assert!(given(&mut passes).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_passes_is_told_once_with_what_they_gave() {
+        let (_writer, store) = store_of(3);
+        let pace = Pace::new(store);
+        let mut passes = Box::pin(pace.passes());
+        let (notices, told) = futures::channel::mpsc::unbounded::<Notice<ConfigMap>>();
+        let mut changes = Box::pin(pace.changes(told));
+
+        let start = given(&mut passes);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(pace.ended(Some("ns"), "elsewhere"), None, "not given");
+        assert_eq!(pace.ended(Some("ns"), &start[0]), None);
+        assert_eq!(pace.ended(Some("ns"), &start[1]), None);
+        let done = pace.ended(Some("ns"), &start[2]);
+        assert_eq!(
+            done,
+            Some(PassesDone {
+                objects: 3,
+                took: Duration::from_secs(2)
+            })
+        );
+        assert_eq!(pace.ended(Some("ns"), &start[2]), None, "told once");
+
+        // A relist during a pass: told when the pass it asked for ends too.
+        notices.unbounded_send(Notice::Relisted).unwrap();
+        assert!(given(&mut changes).is_empty());
+        let second = given(&mut passes);
+        notices.unbounded_send(Notice::Relisted).unwrap();
+        assert!(given(&mut changes).is_empty());
+        end(&pace, &second);
+        let third = given(&mut passes);
+        assert_eq!(third.len(), 3);
+        let last = third.last().unwrap();
+        end(&pace, &third[..2]);
+        assert_eq!(pace.ended(Some("ns"), last).map(|d| d.objects), Some(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_pass_is_not_counted_in_the_next() {
+        let (mut writer, store) = store_of(0);
+        let pace = Pace::new(store);
+        let mut passes = Box::pin(pace.passes());
+        assert!(given(&mut passes).is_empty());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        writer.apply_watcher_event(&watcher::Event::Apply(config_map(1)));
+        pace.ask_for_pass();
+        let given_now = given(&mut passes);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            pace.ended(Some("ns"), &given_now[0]),
+            Some(PassesDone {
+                objects: 1,
+                took: Duration::from_secs(1)
+            })
+        );
     }
 }
