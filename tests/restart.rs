@@ -160,3 +160,41 @@ async fn restart_with_ready_tokens_makes_no_writes() {
         new_writes.len()
     );
 }
+
+/// The reader the scale figures follow the audit log with (lines across a
+/// rotation, a line or a character cut by a read), tested here where
+/// `cargo test` runs it.
+#[test]
+fn a_tail_reads_complete_lines_across_a_rotation() {
+    use std::io::Write;
+    let dir = support::repo_root()
+        .join("target/tmp")
+        .join(format!("tail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.log");
+    std::fs::write(&path, "before\n").unwrap();
+    let mut tail = support::tail::Tail::from_end(path.clone());
+    let append = |bytes: &[u8]| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    };
+    append(b"one\ntw");
+    assert_eq!(tail.lines(), ["one"]);
+    // A read that ends inside a character: nothing is lost.
+    append(b"o \xc3");
+    assert!(tail.lines().is_empty());
+    append(b"\xa9\n");
+    std::fs::rename(&path, dir.join("audit-rotated.log")).unwrap();
+    append(b"three\n");
+    assert_eq!(tail.lines(), ["two é", "three"]);
+    assert!(tail.lines().is_empty());
+    let mut whole = support::tail::Tail::from_start(path.clone());
+    assert_eq!(whole.lines(), ["three"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

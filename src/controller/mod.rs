@@ -91,7 +91,7 @@ where
             {
                 info!(
                     kind,
-                    objects = done.objects,
+                    given = done.given,
                     seconds = done.took.as_secs_f64(),
                     "looked at every object of the kind (at start, or after a relist)"
                 );

@@ -20,11 +20,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
-
 use futures::{Stream, StreamExt, future::ready, stream};
 use kube::{Resource, runtime::reflector::Store};
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
 use crate::cluster::watch::Notice;
 
@@ -64,15 +62,20 @@ struct Passes<K> {
     /// Hashes of the namespace and name of each.
     waiting: HashSet<u64>,
     /// Since when passes have been going on without a break, and how many
-    /// objects they gave.
+    /// objects they gave (one given by two passes counts twice). A
+    /// reconcile that never ends keeps them going: the passes move on past
+    /// it, but are never told done.
     going: Option<(Instant, usize)>,
 }
 
 /// Passes that ended: every object they gave was reconciled and no other
-/// pass is due.
+/// pass is due. "Reconciled" counts by object: a reconcile of a change to
+/// an object the pass gave, ending first, counts for it.
 #[derive(Debug, PartialEq)]
 pub struct PassesDone {
-    pub objects: usize,
+    /// Objects given, an object given by two passes (a relist during a
+    /// pass) twice.
+    pub given: usize,
     pub took: Duration,
 }
 
@@ -146,13 +149,14 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
             return None;
         }
         self.shared.progress.notify_one();
-        let done = passes.waiting.is_empty() && passes.current.len() == 0 && !passes.another;
+        let done =
+            passes.waiting.is_empty() && passes.current.as_slice().is_empty() && !passes.another;
         if !done {
             return None;
         }
-        let (since, objects) = passes.going.take()?;
+        let (since, given) = passes.going.take()?;
         Some(PassesDone {
-            objects,
+            given,
             took: since.elapsed(),
         })
     }
@@ -346,7 +350,7 @@ mod tests {
         assert_eq!(
             done,
             Some(PassesDone {
-                objects: 3,
+                given: 3,
                 took: Duration::from_secs(2)
             })
         );
@@ -363,7 +367,7 @@ mod tests {
         assert_eq!(third.len(), 3);
         let last = third.last().unwrap();
         end(&pace, &third[..2]);
-        assert_eq!(pace.ended(Some("ns"), last).map(|d| d.objects), Some(6));
+        assert_eq!(pace.ended(Some("ns"), last).map(|d| d.given), Some(6));
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,7 +384,7 @@ mod tests {
         assert_eq!(
             pace.ended(Some("ns"), &given_now[0]),
             Some(PassesDone {
-                objects: 1,
+                given: 1,
                 took: Duration::from_secs(1)
             })
         );

@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod operator;
 pub mod resources;
 pub mod schemas;
+pub mod tail;
 pub mod tenant;
 
 use std::{
