@@ -162,9 +162,13 @@ pub fn decide(observed: Observed) -> Decision {
     let held = recorded
         .clone()
         .filter(|r| holds_hash == Some(r.hash.as_str()));
-    if observed.secret != SecretSeen::Absent && held.is_none() && !observed.fresh {
-        // Someone changed the Secret, or a cache lags behind our own last
-        // writes (Secret, then status): the API server tells which.
+    if held.is_none()
+        && !observed.fresh
+        && (observed.secret != SecretSeen::Absent || recorded.is_some())
+    {
+        // Someone changed or deleted the Secret, or a cache lags behind our
+        // own last writes (Secret, then status): the API server tells which,
+        // before a secret that still works is replaced.
         return Decision::Recheck;
     }
     let rotation_due = |r: &RecordedSecret| {
@@ -425,11 +429,19 @@ mod tests {
                 expected: "Issue(Replaced)",
             },
             Row {
-                case: "Secret deleted",
+                case: "Secret deleted, through the caches",
                 spec: none.clone(),
                 status: Some(recorded()),
                 secret: SecretSeen::Absent,
                 change: |_| {},
+                expected: "Recheck",
+            },
+            Row {
+                case: "Secret deleted, confirmed",
+                spec: none.clone(),
+                status: Some(recorded()),
+                secret: SecretSeen::Absent,
+                change: |o| o.fresh = true,
                 expected: "Issue(Replaced)",
             },
             Row {

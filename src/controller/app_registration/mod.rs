@@ -140,13 +140,32 @@ fn apps_of<I: Issuer>(
     }
 }
 
+/// Whether the caches still hold `app`, or its Secret, as they were before
+/// the operator's last write to it. The two come by different watches: an
+/// app whose status records a secret while the Secret's creation has not
+/// come back yet would look like an app whose Secret was deleted.
+fn behind_own_write(ctx: &Context, app: &AppRegistration) -> bool {
+    let namespace = app.namespace();
+    let secret_name = app
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| app.name_any());
+    let secret = ctx
+        .managed_secrets
+        .get(&ObjectRef::new(&secret_name).within(namespace.as_deref().unwrap_or_default()));
+    let own = &ctx.own_writes;
+    own.awaiting::<AppRegistration>(namespace.as_deref(), &app.name_any(), Some(app.meta()))
+        || own.awaiting::<Secret>(
+            namespace.as_deref(),
+            &secret_name,
+            secret.as_ref().map(|s| s.meta()),
+        )
+}
+
 #[instrument(skip_all, fields(kind = "AppRegistration", namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    if ctx.own_writes.awaiting::<AppRegistration>(
-        app.namespace().as_deref(),
-        &app.name_any(),
-        Some(app.meta()),
-    ) {
+    if behind_own_write(&ctx, &app) {
         return Ok(Action::requeue(super::ECHO_WAIT));
     }
     match reconcile_app(app.clone(), ctx.clone(), false).await {
