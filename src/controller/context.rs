@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Client, Resource,
-    runtime::{events::Reporter, reflector::Store},
+    Client, Resource, ResourceExt,
+    runtime::{
+        events::Reporter,
+        reflector::{ObjectRef, Store},
+    },
 };
 
 use super::{
@@ -91,6 +95,31 @@ impl Context {
             metrics,
             own_writes: OwnWrites::new(),
         })
+    }
+
+    /// Whether the caches still hold `object`, or its Secret `secret_name`,
+    /// as they were before the operator's last write to it: deciding on that
+    /// would undo or repeat what that write did. The two come by different
+    /// watches, so an object whose status records a Secret can be seen
+    /// before the Secret's creation comes back.
+    pub fn behind_own_writes<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        secret_name: &str,
+    ) -> bool {
+        let namespace = object.namespace();
+        let secret = self
+            .managed_secrets
+            .get(&ObjectRef::new(secret_name).within(namespace.as_deref().unwrap_or_default()));
+        self.own_writes.awaiting::<K>(
+            namespace.as_deref(),
+            &object.name_any(),
+            Some(object.meta()),
+        ) || self.own_writes.awaiting::<Secret>(
+            namespace.as_deref(),
+            secret_name,
+            secret.as_ref().map(|s| s.meta()),
+        )
     }
 
     /// Publishes an event about `object`, off the reconcile's path (see

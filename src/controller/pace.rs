@@ -220,13 +220,14 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Pace<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt;
+    use futures::{FutureExt, channel::mpsc::UnboundedSender};
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{
         ResourceExt,
         api::ObjectMeta,
         runtime::{reflector::store::Writer, watcher},
     };
+    use std::pin::Pin;
 
     fn config_map(i: usize) -> ConfigMap {
         ConfigMap {
@@ -256,6 +257,26 @@ mod tests {
             seen.push(object.name_any());
         }
         seen
+    }
+
+    type Given = Pin<Box<dyn Stream<Item = Arc<ConfigMap>> + Send>>;
+
+    /// A pace over `count` objects, its passes, and the changes of a
+    /// subscription fed by the sender.
+    fn paced(
+        count: usize,
+    ) -> (
+        Pace<ConfigMap>,
+        Given,
+        UnboundedSender<Notice<ConfigMap>>,
+        Given,
+    ) {
+        let (_writer, store) = store_of(count);
+        let pace = Pace::new(store);
+        let passes = Box::pin(pace.passes());
+        let (notices, told) = futures::channel::mpsc::unbounded::<Notice<ConfigMap>>();
+        let changes = Box::pin(pace.changes(told));
+        (pace, passes, notices, changes)
     }
 
     fn end(pace: &Pace<ConfigMap>, names: &[String]) {
@@ -309,11 +330,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn relists_ask_for_one_more_pass_and_changes_pass_at_once() {
-        let (_writer, store) = store_of(3);
-        let pace = Pace::new(store);
-        let mut passes = Box::pin(pace.passes());
-        let (notices, told) = futures::channel::mpsc::unbounded::<Notice<ConfigMap>>();
-        let mut changes = Box::pin(pace.changes(told));
+        let (pace, mut passes, notices, mut changes) = paced(3);
 
         let start = given(&mut passes);
         assert_eq!(start.len(), 3);
@@ -335,11 +352,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_end_of_the_passes_is_told_once_with_what_they_gave() {
-        let (_writer, store) = store_of(3);
-        let pace = Pace::new(store);
-        let mut passes = Box::pin(pace.passes());
-        let (notices, told) = futures::channel::mpsc::unbounded::<Notice<ConfigMap>>();
-        let mut changes = Box::pin(pace.changes(told));
+        let (pace, mut passes, notices, mut changes) = paced(3);
 
         let start = given(&mut passes);
         tokio::time::advance(Duration::from_secs(2)).await;

@@ -20,9 +20,8 @@ pub use record::{data as secret_keys, default_subject, leave_out_of_cache, secre
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::Stream;
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Resource, ResourceExt,
+    ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -39,7 +38,7 @@ use super::{
     pace::Pace,
 };
 use crate::{
-    api::{AccessToken, AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
+    api::{AppRegistration, ClusterTokenIssuer, IssuerKind, TokenIssuer},
     cluster::{CachedSecret, CachedToken, Watched, Watches},
 };
 
@@ -113,24 +112,6 @@ pub fn controller(
     )
 }
 
-/// Whether the caches still hold `token`, or its Secret, as they were
-/// before the operator's last write to it: deciding on that would undo or
-/// repeat what that write did.
-fn behind_own_write(ctx: &Context, token: &AccessToken) -> bool {
-    let namespace = token.namespace();
-    let own = &ctx.own_writes;
-    let secret_name = secret_name(token);
-    let secret = ctx
-        .managed_secrets
-        .get(&ObjectRef::new(&secret_name).within(namespace.as_deref().unwrap_or_default()));
-    own.awaiting::<AccessToken>(namespace.as_deref(), &token.name_any(), Some(token.meta()))
-        || own.awaiting::<Secret>(
-            namespace.as_deref(),
-            &secret_name,
-            secret.as_ref().map(|s| s.meta()),
-        )
-}
-
 fn tokens_using(
     tokens: &Store<CachedToken>,
     kind: IssuerKind,
@@ -167,7 +148,7 @@ fn tokens_of_app(
 #[instrument(skip_all, fields(kind = "AccessToken", namespace = cached.namespace(), name = %cached.name_any()))]
 async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action> {
     let token = Arc::new(cached.token());
-    if behind_own_write(&ctx, &token) {
+    if ctx.behind_own_writes(token.as_ref(), &secret_name(&token)) {
         debug!(
             "the caches have not caught up with this object's last write yet; looking again shortly"
         );

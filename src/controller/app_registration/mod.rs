@@ -140,32 +140,17 @@ fn apps_of<I: Issuer>(
     }
 }
 
-/// Whether the caches still hold `app`, or its Secret, as they were before
-/// the operator's last write to it. The two come by different watches: an
-/// app whose status records a secret while the Secret's creation has not
-/// come back yet would look like an app whose Secret was deleted.
-fn behind_own_write(ctx: &Context, app: &AppRegistration) -> bool {
-    let namespace = app.namespace();
-    let secret_name = app
-        .spec
+/// The Secret that holds `app`'s client credentials.
+fn secret_name(app: &AppRegistration) -> String {
+    app.spec
         .secret_name
         .clone()
-        .unwrap_or_else(|| app.name_any());
-    let secret = ctx
-        .managed_secrets
-        .get(&ObjectRef::new(&secret_name).within(namespace.as_deref().unwrap_or_default()));
-    let own = &ctx.own_writes;
-    own.awaiting::<AppRegistration>(namespace.as_deref(), &app.name_any(), Some(app.meta()))
-        || own.awaiting::<Secret>(
-            namespace.as_deref(),
-            &secret_name,
-            secret.as_ref().map(|s| s.meta()),
-        )
+        .unwrap_or_else(|| app.name_any())
 }
 
 #[instrument(skip_all, fields(kind = "AppRegistration", namespace = app.namespace(), name = %app.name_any()))]
 async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    if behind_own_write(&ctx, &app) {
+    if ctx.behind_own_writes(app.as_ref(), &secret_name(&app)) {
         return Ok(Action::requeue(super::ECHO_WAIT));
     }
     match reconcile_app(app.clone(), ctx.clone(), false).await {
@@ -199,11 +184,7 @@ async fn reconcile_app(
     let uid = app
         .uid()
         .ok_or(Error::MissingObjectKey("AppRegistration", "metadata.uid"))?;
-    let secret_name = app
-        .spec
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| app.name_any());
+    let secret_name = secret_name(&app);
     let state = if fresh {
         SecretState::fetch(&ctx, &namespace, &secret_name, &uid).await?
     } else {
