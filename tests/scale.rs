@@ -11,6 +11,10 @@ mod support;
 
 use std::{
     collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +29,7 @@ use support::{
     resources::{apply, delete_all, is_ready, token_issuer},
     tail::Tail,
 };
-use tokensmith::api::AccessToken;
+use tokensmith::{api::AccessToken, server::REMEMBERED_TOKENS};
 
 /// Requests the API server has served, by (verb, resource).
 fn requests(cp: &ControlPlane) -> BTreeMap<(String, String), f64> {
@@ -902,26 +906,34 @@ enum Endpoint {
 }
 
 /// Calls `endpoint` from `concurrency` tasks for `seconds`: requests per
-/// second, p50 and p99 latency in ms, and how many failed.
+/// second, p50 and p99 latency in ms, and how many failed. Introspection
+/// takes the `tokens` in turn, round and round.
 async fn load(
     http: &reqwest::Client,
     endpoint: Endpoint,
     urls: &(String, String),
     creds: &(String, String),
-    token: &str,
+    tokens: &Arc<Vec<String>>,
     concurrency: usize,
     seconds: u64,
 ) -> (f64, f64, f64, usize) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
+    let turn = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, urls, creds, token) =
-                (http.clone(), urls.clone(), creds.clone(), token.to_string());
+            let (http, urls, creds, tokens, turn) = (
+                http.clone(),
+                urls.clone(),
+                creds.clone(),
+                tokens.clone(),
+                turn.clone(),
+            );
             tokio::spawn(async move {
                 let (mut took, mut failed) = (Vec::new(), 0usize);
                 while Instant::now() < deadline {
                     let sent = Instant::now();
+                    let token = &tokens[turn.fetch_add(1, Ordering::Relaxed) % tokens.len()];
                     let request = match endpoint {
                         Endpoint::ClientCredentials => http
                             .post(format!("{}/oauth/token", urls.0))
@@ -959,6 +971,32 @@ async fn load(
     (rate, at(0.5), at(0.99), failed)
 }
 
+/// `count` tokens from the token endpoint, by client_credentials.
+async fn minted_tokens(
+    http: &reqwest::Client,
+    operator: &Operator,
+    creds: &(String, String),
+    count: usize,
+) -> Arc<Vec<String>> {
+    use support::oauth::token_request;
+    let tokens = stream::iter(0..count)
+        .map(|_| async {
+            let (status, body) = token_request(
+                http,
+                operator,
+                creds,
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_string()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    Arc::new(tokens)
+}
+
 /// Pins every thread of process `pid` to `cpus` (`taskset`).
 fn pin(pid: u32, cpus: &str) {
     let status = std::process::Command::new("taskset")
@@ -994,9 +1032,16 @@ async fn token_service(operator: &Operator, client: &kube::Client) -> Vec<String
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_string();
+    let token = Arc::new(vec![body["access_token"].as_str().unwrap().to_string()]);
+    // More tokens than the token service remembers as verified, so that
+    // each introspection of them checks a signature.
+    let many = minted_tokens(&http, operator, &creds, 5 * REMEMBERED_TOKENS).await;
     let urls = (operator.url.clone(), issuer_url);
     let mut rows = Vec::new();
+    let introspection_of_many = format!(
+        "introspection of {} tokens in turn, each new to it (it remembers {REMEMBERED_TOKENS} verified)",
+        many.len()
+    );
     for pinned in [false, true] {
         if pinned {
             pin(std::process::id(), "0");
@@ -1014,14 +1059,20 @@ async fn token_service(operator: &Operator, client: &kube::Client) -> Vec<String
                 "≥ 10 000/s, p99 < 10 ms",
             ),
             (
-                "introspection",
+                "introspection of the same token",
                 Endpoint::Introspection,
                 "≥ 10 000/s, p99 < 10 ms",
             ),
+            (&introspection_of_many, Endpoint::Introspection, ""),
             ("JWKS", Endpoint::Jwks, ""),
         ] {
+            let tokens = if name == introspection_of_many {
+                &many
+            } else {
+                &token
+            };
             let (rate, p50, p99, failed) =
-                load(&http, endpoint, &urls, &creds, &token, 16, 10).await;
+                load(&http, endpoint, &urls, &creds, tokens, 16, 10).await;
             rows.push(format!(
                 "| token service, {name} (c=16, {placement}) | {rate:.0} requests/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed | {goal} | |"
             ));

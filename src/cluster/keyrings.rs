@@ -1,6 +1,7 @@
-//! The issuers' keyrings, read from the watched key Secrets and parsed once
-//! per version of each Secret: one cache for the reconcilers (which sign
-//! AccessTokens) and the token service (which signs and verifies).
+//! The issuers' keyrings, read from the watched key Secrets and loaded
+//! (parsed, the active key made ready to sign) once per version of each
+//! Secret: one cache for the reconcilers (which sign AccessTokens) and the
+//! token service (which signs and verifies).
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use kube::{
 
 use crate::{
     api::{Issuer, IssuerKind},
-    token::{KEYRING_SECRET_KEY, Keyring},
+    token::{KEYRING_SECRET_KEY, Keyring, LoadedKeyring},
 };
 
 /// Where a key Secret is: (namespace, name).
@@ -53,7 +54,7 @@ pub enum KeyringError {
 }
 
 /// A keyring and the resourceVersion of the Secret it was parsed from.
-type Parsed = (Option<String>, Arc<Keyring>);
+type Parsed = (Option<String>, Arc<LoadedKeyring>);
 
 /// Parsed keyrings over the watched key Secrets.
 #[derive(Clone)]
@@ -71,7 +72,7 @@ impl Keyrings {
     }
 
     /// The keyring in the key Secret at `location`, as the watch last saw it.
-    pub fn get(&self, location: &KeySecretLocation) -> Result<Arc<Keyring>, KeyringError> {
+    pub fn get(&self, location: &KeySecretLocation) -> Result<Arc<LoadedKeyring>, KeyringError> {
         let (namespace, name) = location;
         let secret = self
             .secrets
@@ -87,7 +88,7 @@ impl Keyrings {
         {
             return Ok(keyring.clone());
         }
-        let keyring = Arc::new(parse(&secret)?);
+        let keyring = Arc::new(LoadedKeyring::new(parse(&secret)?));
         parsed.insert(location.clone(), (version, keyring.clone()));
         Ok(keyring)
     }

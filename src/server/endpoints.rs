@@ -1,7 +1,7 @@
 //! The OAuth 2.0 endpoints: token, introspection (RFC 7662), revocation
 //! (RFC 7009), token info and userinfo.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Form, Json,
@@ -70,7 +70,11 @@ fn now() -> i64 {
 }
 
 /// `POST /oauth/token`.
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, params: Params) -> Response {
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
     let grant = params
         .as_ref()
         .ok()
@@ -139,7 +143,7 @@ async fn issue(
 
 /// `POST /oauth/introspect` (RFC 7662), for authenticated clients.
 pub async fn introspect(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Params,
 ) -> Response {
@@ -182,7 +186,11 @@ fn introspection(active: &ActiveToken) -> serde_json::Value {
 
 /// `POST /oauth/revoke` (RFC 7009): a client may revoke the tokens issued to
 /// it; anything else is answered 200 and left alone, as the RFC asks.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, params: Params) -> Response {
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
     let form = match form(params) {
         Ok(form) => form,
         Err(error) => return error.into_response(),
@@ -264,7 +272,7 @@ fn bearer(state: &AppState, headers: &HeaderMap) -> Result<ActiveToken, Unauthor
 }
 
 /// `GET /oauth/token/info`: what the bearer token is.
-pub async fn token_info(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn token_info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match bearer(&state, &headers) {
         Ok(active) => no_store(
             Json(json!({
@@ -282,7 +290,7 @@ pub async fn token_info(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 /// `GET /oauth/userinfo`: the subject, with email and name when the token's
 /// scopes allow them and its claims carry them.
-pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn userinfo(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match bearer(&state, &headers) {
         Ok(active) => {
             let mut body = json!({ "sub": active.sub });

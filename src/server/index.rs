@@ -12,7 +12,10 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::lookup::KeyIndex;
+use super::{
+    lookup::KeyIndex,
+    verified::{REMEMBERED_TOKENS, VerifiedTokens},
+};
 use crate::{
     api::{AccessToken, AppRegistration, Issuer, IssuerKind, IssuerSettings, TokenIssuer},
     cluster::{
@@ -21,7 +24,7 @@ use crate::{
         keyrings::key_secret_location,
         revocations::{revocation_key, shard_name, shard_pages},
     },
-    token::Keyring,
+    token::LoadedKeyring,
 };
 
 /// An issuer as the token service needs it.
@@ -49,6 +52,8 @@ pub struct Index {
     clients: KeyIndex<AppRegistration>,
     /// Parsed keyrings of the key Secrets.
     keyrings: Keyrings,
+    /// Tokens whose signature was checked already.
+    pub(super) verified: VerifiedTokens,
 }
 
 /// The index key of token `token_id` of the issuer `issuer_url`.
@@ -124,6 +129,7 @@ impl Index {
             tokens: KeyIndex::new(token_keys),
             clients: KeyIndex::new(client_ids),
             keyrings: watches.keyrings.clone(),
+            verified: VerifiedTokens::new(REMEMBERED_TOKENS),
         }
     }
 
@@ -159,6 +165,7 @@ impl Index {
             tokens,
             clients,
             keyrings: Keyrings::new(key_secrets),
+            verified: VerifiedTokens::new(REMEMBERED_TOKENS),
         }
     }
 
@@ -200,7 +207,7 @@ impl Index {
 
     /// The keys of an issuer, from its key Secret; parsed once per version
     /// of the Secret.
-    pub fn keyring(&self, issuer: &IssuerView) -> Option<Arc<Keyring>> {
+    pub fn keyring(&self, issuer: &IssuerView) -> Option<Arc<LoadedKeyring>> {
         self.keyrings.get(&issuer.key_secret).ok()
     }
 

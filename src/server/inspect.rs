@@ -49,7 +49,9 @@ fn inspect_jwt(index: &Index, token: &str, now: i64) -> Option<ActiveToken> {
         jsonwebtoken::dangerous::insecure_decode(token).ok()?.claims;
     let issuer = index.issuer_by_url(&unverified.iss)?;
     let keyring = index.keyring(&issuer)?;
-    let claims = verify_jwt(token, &keyring.jwks(), &issuer.settings.issuer_url, None, 0).ok()?;
+    let claims = index.verified.claims(token, &keyring, || {
+        verify_jwt(token, keyring.jwks(), &issuer.settings.issuer_url, None, 0).ok()
+    })?;
     // Nothing of this issuer lives longer than its maxLifetime, whatever
     // the signature says.
     let max_lifetime = issuer.settings.max_lifetime().ok()?.as_secs() as i64;

@@ -66,10 +66,9 @@ pub fn mint(
     let view = index
         .issuer_by_url(&issuer.settings.issuer_url)
         .ok_or_else(|| OAuthError::server_error("the issuer is not known yet"))?;
-    let key = index
-        .keyring(&view)
-        .and_then(|k| k.active_signing_key().ok().flatten())
-        .ok_or_else(|| OAuthError::server_error("the issuer has no signing key yet"))?;
+    let no_key = || OAuthError::server_error("the issuer has no signing key yet");
+    let keyring = index.keyring(&view).ok_or_else(no_key)?;
+    let key = keyring.signing_key().ok().flatten().ok_or_else(no_key)?;
     let lifetime = app
         .spec
         .access_token_lifetime()
@@ -111,7 +110,7 @@ pub fn mint(
     let mut claims = policy::claims(&minted, &new_endpoint_token_id(), issued_at, expires_at);
     claims.extra.extend(actor(&subject, &client_id));
     Ok(Minted {
-        token: sign_jwt(&claims, &key),
+        token: sign_jwt(&claims, key),
         claims,
         lifetime,
     })

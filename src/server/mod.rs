@@ -11,10 +11,12 @@ mod mint;
 mod oauth;
 mod refresh;
 pub mod tls;
+mod verified;
 mod wellknown;
 
 pub use index::Index;
 pub use limits::ConnectionLimits;
+pub use verified::REMEMBERED_TOKENS;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -51,8 +53,8 @@ pub struct ServerConfig {
     pub limits: ConnectionLimits,
 }
 
-/// What every request handler shares.
-#[derive(Clone)]
+/// What every request handler shares, behind one `Arc`: axum clones the
+/// state for every request.
 pub struct AppState {
     pub client: Client,
     pub metrics: Arc<Metrics>,
@@ -80,7 +82,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             measured(metrics.clone(), request, next)
         }))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// Answers `request` and counts it in the metrics by endpoint.

@@ -1,5 +1,7 @@
 //! OpenID discovery and JWKS, per issuer: `<issuerURL path>/.well-known/...`.
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::{Request, State},
@@ -14,7 +16,7 @@ const DISCOVERY: &str = "/.well-known/openid-configuration";
 const JWKS: &str = "/.well-known/jwks.json";
 
 /// Serves discovery and JWKS for whichever issuer the path names.
-pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
+pub async fn serve(State(state): State<Arc<AppState>>, request: Request) -> Response {
     // Only the path picks the issuer: it is unique in the cluster, while
     // the host may come as `Host` or (HTTP/2) `:authority`.
     let path = request.uri().path();

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::api::SigningAlgorithm;
 
 /// Why a key could not be made or read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("could not generate a {0} key")]
     Generate(&'static str),

@@ -4,6 +4,7 @@
 mod claims;
 mod keyring;
 mod keys;
+mod loaded_keyring;
 mod opaque;
 pub mod policy;
 mod refresh;
@@ -12,9 +13,12 @@ mod schedule;
 pub use claims::*;
 pub use keyring::*;
 pub use keys::*;
+pub use loaded_keyring::*;
 pub use opaque::*;
 pub use refresh::*;
 pub use schedule::*;
+
+use std::fmt::Write;
 
 use aws_lc_rs::digest;
 
@@ -25,7 +29,8 @@ pub fn fingerprint(secret: &str) -> String {
     let mut hex = String::with_capacity(7 + 64);
     hex.push_str("sha256:");
     for byte in digest.as_ref() {
-        hex.push_str(&format!("{byte:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
     }
     hex
 }

@@ -410,9 +410,12 @@ impl<'a> Reconciler<'a> {
                 .filter(|key| key.kid == issuer.active_key_id))
         };
         if let Ok(keyring) = self.ctx.keyrings.get(&issuer.key_secret)
-            && let Some(key) = active(&keyring)?
+            && let Some(key) = keyring
+                .signing_key()
+                .map_err(|e| Error::Key(e.clone()))?
+                .filter(|key| key.kid == issuer.active_key_id)
         {
-            return Ok(key);
+            return Ok(key.clone());
         }
         let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
             .get(name)
