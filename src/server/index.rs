@@ -17,10 +17,13 @@ use super::{
     verified::{REMEMBERED_TOKENS, VerifiedTokens},
 };
 use crate::{
-    api::{AccessToken, AppRegistration, Issuer, IssuerKind, IssuerSettings, TokenIssuer},
+    api::{
+        AccessToken, AppRegistration, ClusterTokenIssuer, Issuer, IssuerKind, IssuerSettings,
+        TokenIssuer,
+    },
     cluster::{
         CachedToken, Keyrings, PendingWatches, Watched, Watches,
-        issuers::{IssuerStores, UrlClaimant},
+        issuers::{IssuerStores, UrlClaimant, served_path, url_owner},
         keyrings::key_secret_location,
         revocations::{revocation_key, shard_name, shard_pages},
     },
@@ -50,6 +53,10 @@ pub struct Index {
     tokens: KeyIndex<CachedToken>,
     /// AppRegistrations by client id (UID).
     clients: KeyIndex<AppRegistration>,
+    /// TokenIssuers and ClusterTokenIssuers by the path of their URL, which
+    /// several may claim (one of them serves it).
+    token_issuer_paths: KeyIndex<TokenIssuer>,
+    cluster_issuer_paths: KeyIndex<ClusterTokenIssuer>,
     /// Parsed keyrings of the key Secrets.
     keyrings: Keyrings,
     /// Tokens whose signature was checked already.
@@ -103,12 +110,29 @@ fn client_ids(app: &AppRegistration) -> Vec<String> {
     app.uid().into_iter().collect()
 }
 
+fn issuer_path<I: Issuer>(issuer: &I) -> Vec<String> {
+    served_path(&issuer.settings().issuer_url)
+        .map(String::from)
+        .into_iter()
+        .collect()
+}
+
 impl Index {
     /// The index over the process's shared watches; its lookups follow
     /// them through hooks, so they must be added before the watches run.
     pub fn new(watches: &Watches, pending: &mut PendingWatches, operator_namespace: &str) -> Self {
         let index = Self::over(watches, operator_namespace);
         let (tokens, clients) = (index.tokens.clone(), index.clients.clone());
+        let (token_issuers, cluster_issuers) = (
+            index.token_issuer_paths.clone(),
+            index.cluster_issuer_paths.clone(),
+        );
+        pending
+            .token_issuers
+            .hook(move |event| token_issuers.apply(event));
+        pending
+            .cluster_issuers
+            .hook(move |event| cluster_issuers.apply(event));
         pending.access_tokens.hook(move |event| tokens.apply(event));
         pending.apps.hook(move |event| clients.apply(event));
         index
@@ -128,6 +152,8 @@ impl Index {
             operator_namespace: operator_namespace.to_string(),
             tokens: KeyIndex::new(token_keys),
             clients: KeyIndex::new(client_ids),
+            token_issuer_paths: KeyIndex::shared(issuer_path),
+            cluster_issuer_paths: KeyIndex::shared(issuer_path),
             keyrings: watches.keyrings.clone(),
             verified: VerifiedTokens::new(REMEMBERED_TOKENS),
         }
@@ -143,10 +169,16 @@ impl Index {
     ) -> Self {
         let (tokens, clients) = (KeyIndex::new(token_keys), KeyIndex::new(client_ids));
         let (token_keys, app_ids) = (tokens.clone(), clients.clone());
+        let token_issuer_paths = KeyIndex::shared(issuer_path);
+        let issuer_paths = token_issuer_paths.clone();
         let key_secrets = Watched::fixed(key_secrets, vec![]).store();
         Self {
             issuers: IssuerStores {
-                token_issuers: Watched::fixed(token_issuers, vec![]).store(),
+                token_issuers: Watched::fixed(
+                    token_issuers,
+                    vec![Box::new(move |event| issuer_paths.apply(event))],
+                )
+                .store(),
                 cluster_issuers: Watched::fixed(vec![], vec![]).store(),
                 namespaces: Watched::fixed(vec![], vec![]).store(),
             },
@@ -164,6 +196,8 @@ impl Index {
             operator_namespace: operator_namespace.to_string(),
             tokens,
             clients,
+            token_issuer_paths,
+            cluster_issuer_paths: KeyIndex::shared(issuer_path),
             keyrings: Keyrings::new(key_secrets),
             verified: VerifiedTokens::new(REMEMBERED_TOKENS),
         }
@@ -193,15 +227,38 @@ impl Index {
         }
     }
 
+    /// The issuer that serves the path of `issuer_url`, as
+    /// [`IssuerStores::url_owner_of`] finds it, but through the path
+    /// indexes: a request costs the same with one issuer or thousands.
+    fn url_owner_of(&self, issuer_url: &str) -> Option<UrlClaimant> {
+        let path = served_path(issuer_url)?;
+        let serves = |issuer_url: &str| served_path(issuer_url) == Some(path);
+        let cluster = self
+            .cluster_issuer_paths
+            .claimants(path)
+            .into_iter()
+            .filter_map(|claimant| self.issuers.cluster_issuers.get(&claimant))
+            .filter(|issuer| serves(&issuer.settings().issuer_url))
+            .map(|issuer| UrlClaimant::of(issuer.as_ref()));
+        let namespaced = self
+            .token_issuer_paths
+            .claimants(path)
+            .into_iter()
+            .filter_map(|claimant| self.issuers.token_issuers.get(&claimant))
+            .filter(|issuer| serves(&issuer.settings().issuer_url))
+            .map(|issuer| UrlClaimant::of(issuer.as_ref()));
+        url_owner(cluster.chain(namespaced))
+    }
+
     /// The issuer served at this path (the one that owns its URL's path).
     pub fn issuer_by_path(&self, path: &str) -> Option<IssuerView> {
         let url = format!("https://host{path}");
-        self.view_of(&self.issuers.url_owner_of(&url)?)
+        self.view_of(&self.url_owner_of(&url)?)
     }
 
     /// The issuer whose `issuerURL` is exactly `iss`, if it is served.
     pub fn issuer_by_url(&self, iss: &str) -> Option<IssuerView> {
-        let issuer = self.view_of(&self.issuers.url_owner_of(iss)?)?;
+        let issuer = self.view_of(&self.url_owner_of(iss)?)?;
         (issuer.settings.issuer_url == iss).then_some(issuer)
     }
 

@@ -99,11 +99,14 @@ impl Entries {
         }
     }
 
-    fn insert(&mut self, object: Named, keys: Box<[u64]>) {
+    /// Files `object` under `keys`; the first claimant of a key it now
+    /// shares with another, if it made such a clash.
+    fn insert(&mut self, object: Named, keys: Box<[u64]>) -> Option<(Object, Object)> {
         self.remove(&object);
         if keys.is_empty() {
-            return;
+            return None;
         }
+        let mut clash = None;
         let object = Arc::new(object);
         for key in keys.iter() {
             match self.by_key.entry(*key) {
@@ -127,16 +130,13 @@ impl Entries {
                         }
                     };
                     if let Some(first) = first {
-                        warn!(
-                            %first,
-                            second = %object,
-                            "two objects claim the same token key; neither is served by it"
-                        );
+                        clash.get_or_insert((first, object.clone()));
                     }
                 }
             }
         }
         self.keys_of_object.insert(object, keys);
+        clash
     }
 }
 
@@ -152,6 +152,10 @@ struct State {
 pub struct KeyIndex<K: Resource<DynamicType = ()>> {
     state: Arc<RwLock<State>>,
     keys_of: fn(&K) -> Vec<String>,
+    /// Whether a key belongs to one object only, so that a second claimant
+    /// is a clash worth a warning; otherwise the caller chooses among the
+    /// claimants (see [`KeyIndex::claimants`]).
+    exclusive: bool,
     /// Keyed per process: no one can choose keys that collide.
     hasher: RandomState,
 }
@@ -160,13 +164,25 @@ impl<K> KeyIndex<K>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
+    /// An index whose keys each belong to one object.
     pub fn new(keys_of: fn(&K) -> Vec<String>) -> Self {
+        Self::with(keys_of, true)
+    }
+
+    /// An index whose keys several objects may claim at once, by design:
+    /// read it with [`KeyIndex::claimants`].
+    pub fn shared(keys_of: fn(&K) -> Vec<String>) -> Self {
+        Self::with(keys_of, false)
+    }
+
+    fn with(keys_of: fn(&K) -> Vec<String>, exclusive: bool) -> Self {
         Self {
             state: Arc::new(RwLock::new(State {
                 live: Entries::default(),
                 relisting: None,
             })),
             keys_of,
+            exclusive,
             hasher: RandomState::new(),
         }
     }
@@ -192,21 +208,49 @@ where
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match event {
+        let clash = match event {
             watcher::Event::Apply(object) => state.live.insert(Named::of(object), keys),
-            watcher::Event::Delete(object) => state.live.remove(&Named::of(object)),
-            watcher::Event::Init => state.relisting = Some(Entries::default()),
-            watcher::Event::InitApply(object) => {
-                state
-                    .relisting
-                    .get_or_insert_with(Entries::default)
-                    .insert(Named::of(object), keys);
+            watcher::Event::Delete(object) => {
+                state.live.remove(&Named::of(object));
+                None
             }
+            watcher::Event::Init => {
+                state.relisting = Some(Entries::default());
+                None
+            }
+            watcher::Event::InitApply(object) => state
+                .relisting
+                .get_or_insert_with(Entries::default)
+                .insert(Named::of(object), keys),
             watcher::Event::InitDone => {
                 if let Some(fresh) = state.relisting.take() {
                     state.live = fresh;
                 }
+                None
             }
+        };
+        if let Some((first, second)) = clash
+            && self.exclusive
+        {
+            warn!(
+                %first,
+                %second,
+                "two objects claim the same token key; neither is served by it"
+            );
+        }
+    }
+
+    /// Every object that claims `key`. A hash collision can add one that
+    /// does not: the caller checks each holds the key.
+    pub fn claimants(&self, key: &str) -> Vec<ObjectRef<K>> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match state.live.by_key.get(&self.hasher.hash_one(key)) {
+            None => Vec::new(),
+            Some(Claimants::One(only)) => vec![only.object_ref()],
+            Some(Claimants::Many(all)) => all.iter().map(|o| o.object_ref()).collect(),
         }
     }
 
@@ -278,6 +322,29 @@ mod tests {
         assert_eq!(index.get("v").unwrap().name, "victim");
         index.apply(&watcher::Event::Delete(config_map("copy", &["shared"])));
         assert_eq!(index.get("shared").unwrap().name, "victim");
+    }
+
+    #[test]
+    fn a_shared_key_lists_every_claimant() {
+        let index = KeyIndex::<ConfigMap>::shared(|cm| {
+            cm.data.iter().flatten().map(|(k, _)| k.clone()).collect()
+        });
+        let names = |key: &str| {
+            let mut names: Vec<_> = index.claimants(key).into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert!(names("path").is_empty());
+        index.apply(&watcher::Event::Apply(config_map("first", &["path"])));
+        assert_eq!(names("path"), ["first"]);
+        index.apply(&watcher::Event::Apply(config_map(
+            "second",
+            &["path", "own"],
+        )));
+        assert_eq!(names("path"), ["first", "second"]);
+        assert_eq!(names("own"), ["second"]);
+        index.apply(&watcher::Event::Delete(config_map("first", &["path"])));
+        assert_eq!(names("path"), ["second"]);
     }
 
     #[test]
