@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Header, Validation, jwk::JwkSet};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -65,14 +66,23 @@ impl AccessTokenClaims {
     }
 }
 
-/// Signs `claims` with `key`: header `typ: at+jwt`, `alg` and `kid` of the key.
+/// Signs `claims` with `key`: header `typ: at+jwt`, `alg` and `kid` of the
+/// key. The same bytes as `jsonwebtoken::encode`, signed with the key
+/// parsed once (see `KeyPair`) rather than once per token.
 pub fn sign_jwt(claims: &AccessTokenClaims, key: &SigningKey) -> SecretString {
     let mut header = Header::new(jwt_algorithm(key.algorithm));
     header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
     header.kid = Some(key.kid.clone());
-    let token = jsonwebtoken::encode(&header, claims, key.encoding_key())
-        .expect("claims serialize and a loaded key signs");
-    SecretString::from(token)
+    let part = |json: Result<Vec<u8>, serde_json::Error>| {
+        URL_SAFE_NO_PAD.encode(json.expect("a header and claims always serialize"))
+    };
+    let message = format!(
+        "{}.{}",
+        part(serde_json::to_vec(&header)),
+        part(serde_json::to_vec(claims))
+    );
+    let signature = URL_SAFE_NO_PAD.encode(key.sign(message.as_bytes()));
+    SecretString::from(format!("{message}.{signature}"))
 }
 
 /// Why a JWT was not accepted.
@@ -199,6 +209,37 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
             assert_eq!(verified, claims);
+        }
+    }
+
+    #[test]
+    fn signs_the_bytes_jsonwebtoken_would() {
+        for algorithm in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::EdDSA,
+        ] {
+            let key = SigningKey::generate(algorithm).unwrap();
+            let claims = claims(now());
+            let mut header = Header::new(jwt_algorithm(algorithm));
+            header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
+            header.kid = Some(key.kid.clone());
+            let library = jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap();
+            let ours = sign_jwt(&claims, &key);
+            let signed_part = |token: &str| token.rsplit_once('.').unwrap().0.to_string();
+            assert_eq!(
+                signed_part(ours.expose_secret()),
+                signed_part(&library),
+                "{algorithm:?}: header and claims"
+            );
+            // ECDSA signatures are randomized; the other two are not.
+            if algorithm != SigningAlgorithm::ES256 {
+                assert_eq!(
+                    ours.expose_secret(),
+                    library,
+                    "{algorithm:?}: the whole token"
+                );
+            }
         }
     }
 
