@@ -114,6 +114,14 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_key_material() {
+        let loaded = LoadedKeyring::new(keyring());
+        let shown = format!("{loaded:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        assert!(shown.contains("kid"), "{shown}");
+    }
+
+    #[test]
     fn each_load_is_a_generation_of_its_own() {
         let keyring = keyring();
         let (first, second) = (
