@@ -8,7 +8,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    ResourceExt,
+    Resource, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
 
@@ -108,6 +108,21 @@ fn token_keys(cached: &CachedToken) -> Vec<String> {
 
 fn client_ids(app: &AppRegistration) -> Vec<String> {
     app.uid().into_iter().collect()
+}
+
+/// The issuers of one kind whose URL has `path`, found through `paths`
+/// and checked against the store (the index may hold a hash collision).
+fn claimants_at<I: Issuer + Resource<DynamicType = ()> + Clone>(
+    path: &str,
+    paths: &KeyIndex<I>,
+    store: &Store<I>,
+) -> impl Iterator<Item = UrlClaimant> {
+    paths
+        .claimants(path)
+        .into_iter()
+        .filter_map(move |claimant| store.get(&claimant))
+        .filter(move |issuer| served_path(&issuer.settings().issuer_url) == Some(path))
+        .map(|issuer| UrlClaimant::of(issuer.as_ref()))
 }
 
 fn issuer_path<I: Issuer>(issuer: &I) -> Vec<String> {
@@ -232,21 +247,12 @@ impl Index {
     /// indexes: a request costs the same with one issuer or thousands.
     fn url_owner_of(&self, issuer_url: &str) -> Option<UrlClaimant> {
         let path = served_path(issuer_url)?;
-        let serves = |issuer_url: &str| served_path(issuer_url) == Some(path);
-        let cluster = self
-            .cluster_issuer_paths
-            .claimants(path)
-            .into_iter()
-            .filter_map(|claimant| self.issuers.cluster_issuers.get(&claimant))
-            .filter(|issuer| serves(&issuer.settings().issuer_url))
-            .map(|issuer| UrlClaimant::of(issuer.as_ref()));
-        let namespaced = self
-            .token_issuer_paths
-            .claimants(path)
-            .into_iter()
-            .filter_map(|claimant| self.issuers.token_issuers.get(&claimant))
-            .filter(|issuer| serves(&issuer.settings().issuer_url))
-            .map(|issuer| UrlClaimant::of(issuer.as_ref()));
+        let cluster = claimants_at(
+            path,
+            &self.cluster_issuer_paths,
+            &self.issuers.cluster_issuers,
+        );
+        let namespaced = claimants_at(path, &self.token_issuer_paths, &self.issuers.token_issuers);
         url_owner(cluster.chain(namespaced))
     }
 
@@ -329,5 +335,77 @@ impl Index {
                     .get(&ObjectRef::new(&page).within(&self.operator_namespace))
             })
             .any(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key(&key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn token_issuer(namespace: &str, name: &str, url: &str, created: &str) -> TokenIssuer {
+        serde_json::from_value(json!({
+            "apiVersion": "tokensmith.dev/v1alpha1", "kind": "TokenIssuer",
+            "metadata": {
+                "name": name, "namespace": namespace, "uid": format!("{namespace}-{name}"),
+                "creationTimestamp": created,
+            },
+            "spec": { "issuerURL": url },
+        }))
+        .unwrap()
+    }
+
+    /// The namespace of the key Secret's issuer, by the Secret's name.
+    fn served_by(index: &Index, url: &str) -> Option<String> {
+        let view = index.issuer_by_url(url)?;
+        let expected = |ns: &str, name: &str| {
+            key_secret_location(&token_issuer(ns, name, url, "2026-01-01T00:00:00Z"), "ops")
+        };
+        ["team-a", "team-b"]
+            .into_iter()
+            .find(|ns| view.key_secret == expected(ns, "issuer"))
+            .map(String::from)
+    }
+
+    #[test]
+    fn the_oldest_issuer_at_a_path_serves_it_whatever_the_host() {
+        let index = Index::from_objects(
+            "ops",
+            vec![
+                token_issuer(
+                    "team-b",
+                    "issuer",
+                    "https://b.example/shared/",
+                    "2026-01-02T00:00:00Z",
+                ),
+                token_issuer(
+                    "team-a",
+                    "issuer",
+                    "https://a.example/shared",
+                    "2026-01-01T00:00:00Z",
+                ),
+                token_issuer(
+                    "team-b",
+                    "own",
+                    "https://b.example/own",
+                    "2026-01-03T00:00:00Z",
+                ),
+            ],
+            vec![],
+            vec![],
+            vec![],
+        );
+        assert_eq!(
+            served_by(&index, "https://a.example/shared").as_deref(),
+            Some("team-a")
+        );
+        assert!(
+            index.issuer_by_url("https://b.example/shared/").is_none(),
+            "the younger claimant's own URL is not served: the path is another's"
+        );
+        assert!(index.issuer_by_url("https://b.example/own").is_some());
+        assert!(index.issuer_by_url("https://b.example/nobody").is_none());
+        assert!(index.issuer_by_path("/shared").is_some());
     }
 }

@@ -187,15 +187,23 @@ mod tests {
             .as_secs() as i64
     }
 
-    #[test]
-    fn signs_and_verifies_with_every_algorithm() {
-        for algorithm in [
+    /// A new key of each algorithm, and claims to sign with it.
+    fn each_algorithm() -> impl Iterator<Item = (SigningAlgorithm, SigningKey, AccessTokenClaims)> {
+        [
             SigningAlgorithm::ES256,
             SigningAlgorithm::RS256,
             SigningAlgorithm::EdDSA,
-        ] {
+        ]
+        .into_iter()
+        .map(|algorithm| {
             let key = SigningKey::generate(algorithm).unwrap();
-            let claims = claims(now());
+            (algorithm, key, claims(now()))
+        })
+    }
+
+    #[test]
+    fn signs_and_verifies_with_every_algorithm() {
+        for (algorithm, key, claims) in each_algorithm() {
             let token = sign_jwt(&claims, &key);
             let header = jsonwebtoken::decode_header(token.expose_secret()).unwrap();
             assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -214,13 +222,7 @@ mod tests {
 
     #[test]
     fn signs_the_bytes_jsonwebtoken_would() {
-        for algorithm in [
-            SigningAlgorithm::ES256,
-            SigningAlgorithm::RS256,
-            SigningAlgorithm::EdDSA,
-        ] {
-            let key = SigningKey::generate(algorithm).unwrap();
-            let claims = claims(now());
+        for (algorithm, key, claims) in each_algorithm() {
             let mut header = Header::new(jwt_algorithm(algorithm));
             header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
             header.kid = Some(key.kid.clone());
