@@ -29,7 +29,7 @@ use support::{
     resources::{apply, delete_all, is_ready, token_issuer},
     tail::Tail,
 };
-use tokensmith::{api::AccessToken, server::REMEMBERED_TOKENS};
+use tokensmith::{api::AccessToken, server::REMEMBERED_BYTES};
 
 /// Requests the API server has served, by (verb, resource).
 fn requests(cp: &ControlPlane) -> BTreeMap<(String, String), f64> {
@@ -1035,12 +1035,18 @@ async fn token_service(operator: &Operator, client: &kube::Client) -> Vec<String
     let token = Arc::new(vec![body["access_token"].as_str().unwrap().to_string()]);
     // More tokens than the token service remembers as verified, so that
     // each introspection of them checks a signature.
-    let many = minted_tokens(&http, operator, &creds, 5 * REMEMBERED_TOKENS).await;
+    let many = minted_tokens(&http, operator, &creds, 20_480).await;
+    let weight: usize = many.iter().map(String::len).sum();
+    assert!(
+        weight as u64 > 2 * REMEMBERED_BYTES,
+        "{weight} bytes of tokens: too few to go past what is remembered"
+    );
     let urls = (operator.url.clone(), issuer_url);
     let mut rows = Vec::new();
     let introspection_of_many = format!(
-        "introspection of {} tokens in turn, each new to it (it remembers {REMEMBERED_TOKENS} verified)",
-        many.len()
+        "introspection of {} tokens in turn, each new to it (it remembers {} MiB of verified tokens)",
+        many.len(),
+        REMEMBERED_BYTES >> 20
     );
     for pinned in [false, true] {
         if pinned {

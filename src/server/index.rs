@@ -14,7 +14,7 @@ use kube::{
 
 use super::{
     lookup::KeyIndex,
-    verified::{REMEMBERED_TOKENS, VerifiedTokens},
+    verified::{REMEMBERED_BYTES, VerifiedTokens},
 };
 use crate::{
     api::{
@@ -170,7 +170,7 @@ impl Index {
             token_issuer_paths: KeyIndex::shared(issuer_path),
             cluster_issuer_paths: KeyIndex::shared(issuer_path),
             keyrings: watches.keyrings.clone(),
-            verified: VerifiedTokens::new(REMEMBERED_TOKENS),
+            verified: VerifiedTokens::new(REMEMBERED_BYTES),
         }
     }
 
@@ -214,7 +214,7 @@ impl Index {
             token_issuer_paths,
             cluster_issuer_paths: KeyIndex::shared(issuer_path),
             keyrings: Keyrings::new(key_secrets),
-            verified: VerifiedTokens::new(REMEMBERED_TOKENS),
+            verified: VerifiedTokens::new(REMEMBERED_BYTES),
         }
     }
 

@@ -16,7 +16,7 @@ mod wellknown;
 
 pub use index::Index;
 pub use limits::ConnectionLimits;
-pub use verified::REMEMBERED_TOKENS;
+pub use verified::REMEMBERED_BYTES;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -11,28 +11,51 @@ use aws_lc_rs::digest;
 
 use crate::token::{AccessTokenClaims, LoadedKeyring};
 
-/// How many verified tokens are remembered, the least used forgotten
-/// first: a few MiB at most.
-pub const REMEMBERED_TOKENS: usize = 4096;
+/// How much the remembered tokens may weigh, the least used forgotten
+/// first: about 4 000 tokens of a typical size. A token weighs its length
+/// (its claims take about as much) plus [`ENTRY_BYTES`], so large tokens
+/// cannot make the memory grow past this.
+pub const REMEMBERED_BYTES: u64 = 4 << 20;
+
+/// What remembering a token costs beside its claims' text: the key, the
+/// entry and the claims' allocations.
+const ENTRY_BYTES: u64 = 256;
 
 /// What a token's signature check found, under which keyring.
 #[derive(Clone)]
 struct Verified {
     keyring_generation: u64,
     claims: Arc<AccessTokenClaims>,
+    weight: u64,
+}
+
+/// Weighs an entry by the token's size.
+#[derive(Clone)]
+struct ByTokenSize;
+
+impl quick_cache::Weighter<[u8; 32], Verified> for ByTokenSize {
+    fn weight(&self, _: &[u8; 32], verified: &Verified) -> u64 {
+        verified.weight
+    }
 }
 
 /// Verified tokens by the SHA-256 of their text: the cache never holds a
 /// token, only what it says.
 #[derive(Clone)]
 pub struct VerifiedTokens {
-    cache: Arc<quick_cache::sync::Cache<[u8; 32], Verified>>,
+    cache: Arc<quick_cache::sync::Cache<[u8; 32], Verified, ByTokenSize>>,
 }
 
 impl VerifiedTokens {
-    pub fn new(capacity: usize) -> Self {
+    /// Remembers tokens up to `bytes` (see [`REMEMBERED_BYTES`]).
+    pub fn new(bytes: u64) -> Self {
+        let typical_tokens = (bytes / 1024).max(1) as usize;
         Self {
-            cache: Arc::new(quick_cache::sync::Cache::new(capacity)),
+            cache: Arc::new(quick_cache::sync::Cache::with_weighter(
+                typical_tokens,
+                bytes,
+                ByTokenSize,
+            )),
         }
     }
 
@@ -60,6 +83,7 @@ impl VerifiedTokens {
             Verified {
                 keyring_generation: keyring.generation(),
                 claims: Arc::new(claims.clone()),
+                weight: token.len() as u64 + ENTRY_BYTES,
             },
         );
         Some(claims)
@@ -146,22 +170,29 @@ mod tests {
             ),
         ];
         for (case, asks, checks, answers) in cases {
-            let verified = VerifiedTokens::new(16);
+            let verified = VerifiedTokens::new(1 << 20);
             assert_eq!(ask(&verified, &asks), (checks, answers), "{case}");
         }
     }
 
     #[test]
-    fn remembers_a_bounded_number_of_tokens() {
+    fn remembers_tokens_up_to_a_weight_whatever_their_size() {
         let keys = LoadedKeyring::new(Keyring::default());
-        let verified = VerifiedTokens::new(8);
-        let tokens: Vec<String> = (0..100).map(|i| format!("token-{i}")).collect();
-        let asks: Vec<_> = tokens.iter().map(|t| (t.as_str(), &keys, true)).collect();
-        assert_eq!(ask(&verified, &asks).0, 100);
-        assert!(
-            verified.cache.len() <= 8,
-            "{} remembered",
-            verified.cache.len()
-        );
+        for size in [10, 1_000, 10_000] {
+            let bytes = 64 * 1024;
+            let verified = VerifiedTokens::new(bytes);
+            let tokens: Vec<String> = (0..1_000).map(|i| format!("{i:0size$}")).collect();
+            let asks: Vec<_> = tokens.iter().map(|t| (t.as_str(), &keys, true)).collect();
+            assert_eq!(ask(&verified, &asks).0, 1_000, "{size}-byte tokens");
+            assert!(
+                verified.cache.weight() <= bytes,
+                "{size}-byte tokens: {} bytes remembered",
+                verified.cache.weight()
+            );
+            assert!(
+                !verified.cache.is_empty(),
+                "{size}-byte tokens: none remembered"
+            );
+        }
     }
 }
