@@ -34,8 +34,8 @@ use crate::{
     },
     telemetry::TokenEvent,
     token::{
-        DEFAULT_OPAQUE_PREFIX, SigningKey, fingerprint, new_opaque_token, new_token_id, policy,
-        sign_jwt,
+        DEFAULT_OPAQUE_PREFIX, LoadedKeyring, SigningKey, fingerprint, new_opaque_token,
+        new_token_id, policy, sign_jwt,
     },
 };
 
@@ -404,25 +404,24 @@ impl<'a> Reconciler<'a> {
             secret: format!("{namespace}/{name}"),
             reason,
         };
-        let active = |keyring: &crate::token::Keyring| -> Result<Option<SigningKey>> {
+        let active = |keyring: &LoadedKeyring| -> Result<Option<SigningKey>> {
             Ok(keyring
-                .active_signing_key()?
-                .filter(|key| key.kid == issuer.active_key_id))
-        };
-        if let Ok(keyring) = self.ctx.keyrings.get(&issuer.key_secret)
-            && let Some(key) = keyring
                 .signing_key()
                 .map_err(|e| Error::Key(e.clone()))?
                 .filter(|key| key.kid == issuer.active_key_id)
+                .cloned())
+        };
+        if let Ok(keyring) = self.ctx.keyrings.get(&issuer.key_secret)
+            && let Some(key) = active(&keyring)?
         {
-            return Ok(key.clone());
+            return Ok(key);
         }
         let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
             .get(name)
             .await?;
         let keyring =
             crate::cluster::keyrings::parse(&secret).map_err(|e| unreadable(e.to_string()))?;
-        active(&keyring)?.ok_or_else(|| {
+        active(&LoadedKeyring::new(keyring))?.ok_or_else(|| {
             // The issuer's status is ahead of or behind its Secret: retry shortly.
             unreadable(format!("it has no active key {}", issuer.active_key_id))
         })
