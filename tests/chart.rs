@@ -19,13 +19,18 @@ use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use support::{
     TestNamespace, control_plane, eventually,
+    finalizer_policy::{self, ADMISSION_POLICIES},
+    kubernetes_version,
     operator::Operator,
     repo_root,
     resources::{apply, is_ready, wait_for, wait_reason},
     schemas::write_schemas,
     tool,
 };
-use tokensmith::api::{AccessToken, AppRegistration, ClusterTokenIssuer};
+use tokensmith::{
+    api::{AccessToken, AppRegistration, ClusterTokenIssuer},
+    controller::FINALIZER,
+};
 
 fn chart() -> PathBuf {
     repo_root().join("charts/tokensmith")
@@ -39,23 +44,19 @@ fn text(output: &Output) -> String {
     )
 }
 
-/// The Kubernetes version the suite runs on: the one the project pins
-/// (hack/versions.env), or the one `TOKENSMITH_KUBERNETES_VERSION` asks for
-/// (as hack/control-plane.sh reads it).
-fn kubernetes_version() -> String {
-    if let Ok(version) = std::env::var("TOKENSMITH_KUBERNETES_VERSION") {
-        return version;
+/// The chart rendered with `values`, for a cluster like the suite's: one
+/// that serves MutatingAdmissionPolicies where the suite's does.
+fn render(values: &[&str]) -> String {
+    if finalizer_policy::served(control_plane()) {
+        render_with(values, &[ADMISSION_POLICIES])
+    } else {
+        render_with(values, &[])
     }
-    let pins = std::fs::read_to_string(repo_root().join("hack/versions.env")).unwrap();
-    pins.lines()
-        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
-        .expect("KUBERNETES_VERSION is pinned")
-        .trim()
-        .trim_matches('"')
-        .to_string()
 }
 
-fn render(values: &[&str]) -> String {
+/// The chart rendered with `values` for a cluster that serves (beyond
+/// helm's defaults) `api_versions`.
+fn render_with(values: &[&str], api_versions: &[&str]) -> String {
     let chart = chart();
     let version = kubernetes_version();
     let mut args = vec![
@@ -67,6 +68,9 @@ fn render(values: &[&str]) -> String {
         "--kube-version",
         &version,
     ];
+    for api_version in api_versions {
+        args.extend(["--api-versions", api_version]);
+    }
     for value in values {
         args.extend(["--set", value]);
     }
@@ -196,6 +200,7 @@ fn rendered_templates_pass_kubeconform_strict() {
             "livenessProbe.periodSeconds=20",
             "podDisruptionBudget.minAvailable=2",
             "replicaCount=3",
+            "finalizerPolicy.enabled=true",
         ],
     ]
     .iter()
@@ -381,30 +386,75 @@ fn monitoring_objects_need_their_crds() {
             .collect()
     };
     assert!(kinds(documents(&render(&values))).is_empty());
-    let chart = chart();
-    let version = kubernetes_version();
-    let mut args = vec![
-        "template",
-        "tokensmith",
-        chart.to_str().unwrap(),
-        "--kube-version",
-        &version,
-        "--api-versions",
-        "monitoring.coreos.com/v1/ServiceMonitor",
-        "--api-versions",
-        "monitoring.coreos.com/v1/PrometheusRule",
-    ];
-    for value in &values {
-        args.extend(["--set", value]);
-    }
-    let output = tool("helm", &args);
-    assert!(output.status.success(), "{}", text(&output));
-    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let docs = documents(&render_with(
+        &values,
+        &[
+            "monitoring.coreos.com/v1/ServiceMonitor",
+            "monitoring.coreos.com/v1/PrometheusRule",
+        ],
+    ));
     let mut rendered = kinds(docs.clone());
     rendered.sort();
     assert_eq!(rendered, ["PrometheusRule", "ServiceMonitor"]);
     let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
     assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+}
+
+/// The finalizer policy gives new AccessTokens the operator's own
+/// finalizer, lets a failed evaluation through (the operator adds the
+/// finalizer then), and renders only where the values ask for it and the
+/// API server serves such policies.
+#[test]
+fn the_finalizer_policy_gives_the_operator_s_finalizer() {
+    let enabled = ["finalizerPolicy.enabled=true"];
+    let docs = documents(&render_with(&enabled, &[ADMISSION_POLICIES]));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingAdmissionPolicy")
+        .expect("the policy is rendered");
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingAdmissionPolicyBinding")
+        .expect("the binding is rendered");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["matchResources"],
+        Value::Null,
+        "every namespace"
+    );
+    let spec = &policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Ignore");
+    assert_eq!(
+        spec["matchConstraints"]["resourceRules"],
+        json!([{
+            "apiGroups": ["tokensmith.dev"], "apiVersions": ["*"],
+            "operations": ["CREATE"], "resources": ["accesstokens"],
+        }])
+    );
+    let quoted = format!("\"{FINALIZER}\"");
+    let condition = spec["matchConditions"][0]["expression"].as_str().unwrap();
+    assert!(condition.contains(&quoted), "{condition}");
+    let mutation = spec["mutations"][0]["applyConfiguration"]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(mutation.contains(&format!("[{quoted}]")), "{mutation}");
+
+    let policies = |docs: Vec<Value>| {
+        docs.iter()
+            .filter(|d| {
+                d["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("MutatingAdmissionPolicy"))
+            })
+            .count()
+    };
+    assert_eq!(policies(docs), 2);
+    // Off by default; and not where the API server serves no such policies.
+    assert_eq!(
+        policies(documents(&render_with(&[], &[ADMISSION_POLICIES]))),
+        0
+    );
+    assert_eq!(policies(documents(&render_with(&enabled, &[]))), 0);
 }
 
 #[tokio::test]

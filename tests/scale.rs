@@ -24,6 +24,7 @@ use kube::{Api, api::ListParams};
 use serde_json::json;
 use support::{
     ControlPlane, TestNamespace,
+    finalizer_policy::{Bound, FinalizerPolicy},
     operator::Operator,
     private_control_plane,
     resources::{apply, delete_all, is_ready, token_issuer},
@@ -245,104 +246,31 @@ async fn figures_at_scale() {
     // CPU per token of every process in each step, for the limit's rows.
     let mut cpu_per_token: Vec<Cpu> = Vec::new();
     for target in steps.iter().copied() {
-        let before = requests(cp);
-        let cpu_before = Cpu::now(cp, Some(operator.pid));
-        let mut audit = audit_log(cp);
-        let started_at = Timestamp::now();
-        let started = Instant::now();
-        stream::iter(created..target)
-            .for_each_concurrent(32, |i| {
-                let tokens = tokens.clone();
-                async move {
-                    apply(
-                        &tokens,
-                        &format!("t-{i:06}"),
-                        json!({ "spec": {
-                            "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
-                            "lifetime": "24h",
-                        }}),
-                    )
-                    .await;
-                }
-            })
-            .await;
-        let create_time = started.elapsed();
+        let round = issue(
+            cp,
+            &operator,
+            &tokens,
+            &ns.name,
+            (created..target).map(token_name).collect(),
+        )
+        .await;
         let added = target - created;
-        // Done when the operator has written the status of every new token,
-        // as the API server's audit log has it, stamped by the API server.
-        // Asking the operator (its metrics) or the API server (a LIST) each
-        // moment would load either with work the raw client's run has not:
-        // the metrics hold a few series per token (about 40 ms of the
-        // operator's CPU a scrape with 12 000), and a LIST of 10 000 tokens
-        // takes a second.
-        let in_step = |name: &str| {
-            name.strip_prefix("t-")
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n >= created)
-        };
-        let mut statuses = BTreeMap::new();
-        while statuses.len() < added {
-            assert!(
-                started.elapsed() < Duration::from_secs(1800),
-                "the operator wrote the status of {} of the {added} new tokens in 1800 s",
-                statuses.len()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            statuses.extend(
-                status_writes(&mut audit, &ns.name)
-                    .into_iter()
-                    .filter(|(name, _)| in_step(name)),
-            );
-        }
-        let since_start = |at: Timestamp| {
-            Duration::try_from(at.duration_since(started_at))
-                .unwrap_or_default()
-                .max(create_time)
-        };
-        let mut ready_time = since_start(statuses.values().max().copied().unwrap_or(started_at));
-        cpu_per_token
-            .push(Cpu::now(cp, Some(operator.pid)).per_token(&cpu_before, target - created));
-        let after = requests(cp);
-        // Then checked: every token Ready (if one is not yet, the time is
-        // when the test saw them all Ready).
-        let list = loop {
-            let list = tokens.list(&ListParams::default()).await.unwrap().items;
-            let ready = list
-                .iter()
-                .filter(|t| t.status.as_ref().is_some_and(|s| is_ready(&s.conditions)))
-                .count();
-            if ready >= target || started.elapsed() > Duration::from_secs(1800) {
-                break list;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ready_time = started.elapsed();
-        };
-        // A first status that was not Ready yet (a token that had to wait)
-        // is followed by the one that is: the last write counts.
-        if let Some(later) = status_writes(&mut audit, &ns.name)
-            .into_iter()
-            .filter(|(name, _)| in_step(name))
-            .map(|(_, at)| at)
-            .max()
-        {
-            ready_time = ready_time.max(since_start(later));
-        }
+        cpu_per_token.push(round.cpu);
         let per_token = |verb: &str, resource: &str| {
-            let key = (verb.to_string(), resource.to_string());
-            (after.get(&key).unwrap_or(&0.0) - before.get(&key).unwrap_or(&0.0)) / added as f64
+            round
+                .requests
+                .get(&(verb.to_string(), resource.to_string()))
+                .copied()
+                .unwrap_or(0.0)
         };
         let ready = Memory::of(&operator).await;
         let settled = Memory::settled(&operator).await;
-        let fresh: Vec<AccessToken> = list
-            .into_iter()
-            .filter(|t| t.metadata.name.as_deref().is_some_and(in_step))
-            .collect();
-        let seconds = latencies(&fresh);
+        let seconds = latencies(&round.tokens);
         lines.push(format!(
             "| {target} | {:.1} s | {:.1} s | {:.1} | {} s / {} s | {}; {} | {} | {:.2} / {:.2}, {:.2} / {:.2}, {:.2}, {:.2} |",
-            create_time.as_secs_f64(),
-            ready_time.as_secs_f64(),
-            added as f64 / ready_time.as_secs_f64(),
+            round.create_time.as_secs_f64(),
+            round.ready_time.as_secs_f64(),
+            round.rate(),
             percentile(&seconds, 0.5),
             percentile(&seconds, 0.99),
             ready.mib(),
@@ -356,7 +284,7 @@ async fn figures_at_scale() {
             per_token("POST", "events"),
         ));
         println!("{}", lines.last().unwrap());
-        rates.push((target, added as f64 / ready_time.as_secs_f64()));
+        rates.push((target, round.rate()));
         let restart = cold_start(&mut operator, cp, target).await;
         restarts.push(restart.row(&previous, added));
         println!("{}", restarts.last().unwrap());
@@ -375,6 +303,7 @@ async fn figures_at_scale() {
     more.extend(token_service(&operator, &client).await);
     more.push(revoke_all(&operator, cp, &client, &ns.name, created).await);
     println!("{}", more.last().unwrap());
+    let (policy_ns, with_policy) = with_the_finalizer_policy(cp, &operator, &client, &steps).await;
     operator.stop_with(libc::SIGTERM);
     let (limits, plain) = raw_limit(cp, &client, &steps, &written).await;
     for (((target, rate), (_, raw, raw_cpu)), cpu) in rates.iter().zip(&limits).zip(&cpu_per_token)
@@ -395,6 +324,31 @@ async fn figures_at_scale() {
             raw_cpu.total(),
         ));
     }
+    for ((target, raw, raw_cpu), round) in limits.iter().zip(&with_policy) {
+        let (rate, cpu) = (round.rate(), &round.cpu);
+        let per_token = |verb: &str| {
+            round
+                .requests
+                .get(&(verb.to_string(), "accesstokens".to_string()))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        more.push(format!(
+            "| with the chart's finalizer policy (`finalizerPolicy.enabled`, off by default), the steps again in a namespace of their own: {target} tokens | {rate:.1} tokens/s = {:.0} % of the limit at {target} (goal: ≥ 90 %) | PATCH accesstokens per token {:.2} (the finalizer comes with the create) | CPU ms per token, this run / the raw client's: API server {:.2} / {:.2}, etcd {:.2} / {:.2}, operator {:.2}, this test {:.2} / {:.2}; all {:.2} / {:.2} |",
+            rate * 100.0 / raw.max(f64::MIN_POSITIVE),
+            per_token("PATCH") + per_token("APPLY") - 1.0,
+            cpu.api_server,
+            raw_cpu.api_server,
+            cpu.etcd,
+            raw_cpu.etcd,
+            cpu.operator,
+            cpu.client,
+            raw_cpu.client,
+            cpu.total(),
+            raw_cpu.total(),
+        ));
+    }
+    drop(policy_ns);
     more.push(format!(
         "| reference: plain Secret creates, 32 at a time | {plain:.1} Secrets/s | | |"
     ));
@@ -410,6 +364,173 @@ async fn figures_at_scale() {
     let dir = support::repo_root().join("target/scale");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("figures.md"), text).unwrap();
+}
+
+/// The name of the `i`th token of the steps.
+fn token_name(i: usize) -> String {
+    format!("t-{i:06}")
+}
+
+/// One round of new AccessTokens, and how the operator issued them.
+struct Round {
+    /// Until the last create returned.
+    create_time: Duration,
+    /// Until the operator's last status write of the round (or, if a token
+    /// was not Ready by then, until the test saw every one Ready).
+    ready_time: Duration,
+    /// Every process's CPU, ms per token, until the last status write.
+    cpu: Cpu,
+    /// Requests per token by (verb, resource), as the API server counted
+    /// them until the last status write; the round's creates included.
+    requests: BTreeMap<(String, String), f64>,
+    /// The round's tokens, as listed once every one was Ready.
+    tokens: Vec<AccessToken>,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.tokens.len() as f64 / self.ready_time.as_secs_f64()
+    }
+}
+
+/// Creates the AccessTokens `names` in `namespace` (issued by its
+/// TokenIssuer `signer`), 32 at a time, and waits until the operator has
+/// written the status of every one, as the API server's audit log has it,
+/// stamped by the API server. Asking the operator (its metrics) or the API
+/// server (a LIST) each moment would load either with work the raw
+/// client's run has not: the metrics hold a few series per token (about
+/// 40 ms of the operator's CPU a scrape with 12 000), and a LIST of 10 000
+/// tokens takes a second.
+async fn issue(
+    cp: &ControlPlane,
+    operator: &Operator,
+    tokens: &Api<AccessToken>,
+    namespace: &str,
+    names: Vec<String>,
+) -> Round {
+    let before = requests(cp);
+    let cpu_before = Cpu::now(cp, Some(operator.pid));
+    let mut audit = audit_log(cp);
+    let started_at = Timestamp::now();
+    let started = Instant::now();
+    stream::iter(names.iter())
+        .for_each_concurrent(32, |name| {
+            let tokens = tokens.clone();
+            async move {
+                apply(
+                    &tokens,
+                    name,
+                    json!({ "spec": {
+                        "issuerRef": { "kind": "TokenIssuer", "name": "signer" },
+                        "lifetime": "24h",
+                    }}),
+                )
+                .await;
+            }
+        })
+        .await;
+    let create_time = started.elapsed();
+    let in_round: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut statuses = BTreeMap::new();
+    while statuses.len() < names.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the operator wrote the status of {} of the {} new tokens in 1800 s",
+            statuses.len(),
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        statuses.extend(
+            status_writes(&mut audit, namespace)
+                .into_iter()
+                .filter(|(name, _)| in_round.contains(name.as_str())),
+        );
+    }
+    let since_start = |at: Timestamp| {
+        Duration::try_from(at.duration_since(started_at))
+            .unwrap_or_default()
+            .max(create_time)
+    };
+    let mut ready_time = since_start(statuses.values().max().copied().unwrap_or(started_at));
+    let cpu = Cpu::now(cp, Some(operator.pid)).per_token(&cpu_before, names.len());
+    let after = requests(cp);
+    let requests = after
+        .iter()
+        .map(|(key, count)| {
+            let per_token = (count - before.get(key).unwrap_or(&0.0)) / names.len() as f64;
+            (key.clone(), per_token)
+        })
+        .collect();
+    // Then checked: every token Ready (if one is not yet, the time is when
+    // the test saw them all Ready).
+    let tokens = loop {
+        let round: Vec<AccessToken> = tokens
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|t| {
+                t.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| in_round.contains(name))
+            })
+            .collect();
+        let ready = round
+            .iter()
+            .filter(|t| t.status.as_ref().is_some_and(|s| is_ready(&s.conditions)))
+            .count();
+        if ready >= names.len() || started.elapsed() > Duration::from_secs(1800) {
+            break round;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ready_time = started.elapsed();
+    };
+    // A first status that was not Ready yet (a token that had to wait) is
+    // followed by the one that is: the last write counts.
+    if let Some(later) = status_writes(&mut audit, namespace)
+        .into_iter()
+        .filter(|(name, _)| in_round.contains(name.as_str()))
+        .map(|(_, at)| at)
+        .max()
+    {
+        ready_time = ready_time.max(since_start(later));
+    }
+    Round {
+        create_time,
+        ready_time,
+        cpu,
+        requests,
+        tokens,
+    }
+}
+
+/// The `steps` again, with the chart's finalizer policy in place, in a
+/// namespace of their own (returned, so that its tokens are not revoked
+/// while the limit is measured); the policy is removed after.
+async fn with_the_finalizer_policy(
+    cp: &'static ControlPlane,
+    operator: &Operator,
+    client: &kube::Client,
+    steps: &[usize],
+) -> (TestNamespace, Vec<Round>) {
+    let ns = TestNamespace::create(client, "policy").await;
+    token_issuer(client, &ns.name, "signer", json!({})).await;
+    let policy = FinalizerPolicy::apply(cp, "bench", Bound::Everywhere, &ns.name)
+        .expect("the API server serves MutatingAdmissionPolicies");
+    // The issuer's keys, as the steps' issuer had them before they began.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tokens: Api<AccessToken> = Api::namespaced(client.clone(), &ns.name);
+    let mut rounds = Vec::new();
+    let mut created = 0;
+    for &target in steps {
+        let names = (created..target).map(token_name).collect();
+        rounds.push(issue(cp, operator, &tokens, &ns.name, names).await);
+        created = target;
+    }
+    policy.remove();
+    (ns, rounds)
 }
 
 /// The operator's writes (by its own identity, leader-election leases

@@ -1,7 +1,10 @@
-//! Labels that mark what the operator keeps in the cluster; watches select on them.
+//! Names the operator puts on what it keeps in the cluster: labels that its
+//! watches select on, its field manager, its finalizer.
 
 /// The field manager of every write the operator makes.
 pub const MANAGER: &str = "tokensmith";
+/// Holds an AccessToken until its token is revoked.
+pub const FINALIZER: &str = "tokensmith.dev/revoke";
 /// Marks what the operator created; watches of Secrets select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tokensmith");
 /// On an issuer's key Secret: the issuer's name.

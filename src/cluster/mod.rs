@@ -7,6 +7,7 @@ pub mod cached_token;
 pub mod compressed;
 pub mod data_ownership;
 pub mod decoded;
+pub mod finalizer_hold;
 pub mod issuers;
 pub mod keyrings;
 pub mod labels;

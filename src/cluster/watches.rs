@@ -3,16 +3,17 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::{Api, Client, api::ObjectMeta, core::PartialObjectMeta, runtime::watcher};
+use kube::{Api, Client, Resource, api::ObjectMeta, core::PartialObjectMeta, runtime::watcher};
 
 use super::{
     cached_secret::CachedSecret,
     cached_token::CachedToken,
     decoded::Decoded,
+    finalizer_hold,
     keyrings::Keyrings,
-    labels::{ISSUER_LABEL, REVOCATIONS_LABEL, managed_selector},
+    labels::{FINALIZER, ISSUER_LABEL, MANAGER, REVOCATIONS_LABEL, managed_selector},
     revocation_counts::RevocationCounts,
-    watch::{Pending, Watched, strip_bookkeeping},
+    watch::{Pending, Watched, drop_last_applied, strip_bookkeeping},
 };
 use crate::api::{AccessToken, AppRegistration, ClusterTokenIssuer, TokenIssuer};
 
@@ -75,7 +76,15 @@ impl Watches {
         pending_cluster_issuers.project(strip_bookkeeping);
         pending_namespaces.project(strip_bookkeeping);
         pending_key_secrets.project(strip_bookkeeping);
-        pending_access_tokens.project(strip_bookkeeping);
+        pending_access_tokens.project(|token: &mut CachedToken| {
+            // Kept where the finalizer could be applied away: the reconciler
+            // reads them to take hold of it (rare; see finalizer_hold).
+            if finalizer_hold::exposed(token.meta(), FINALIZER, MANAGER) {
+                drop_last_applied(token.meta_mut());
+            } else {
+                strip_bookkeeping(token);
+            }
+        });
         pending_apps.project(strip_bookkeeping);
         pending_revocations.project(strip_bookkeeping);
         let revocation_counts = RevocationCounts::default();

@@ -1,9 +1,12 @@
-//! Finalizers, as kube's `finalizer` helper runs them but with two
+//! Finalizers, as kube's `finalizer` helper runs them but with three
 //! differences: the finalizer is added by server-side apply under the
-//! operator's field manager (so `managedFields` names who holds the object),
-//! and the reconcile goes on with the object the API server returned rather
-//! than waiting for the watch to bring the change back (one round trip less
-//! per new object).
+//! operator's field manager (so `managedFields` names who holds the object,
+//! and another manager's apply cannot take it away); one already there
+//! (given by the chart's admission policy as the object was created) is
+//! taken hold of only where another applier could take it away
+//! ([`finalizer_hold`]); and the reconcile goes on with the object the API
+//! server returned rather than waiting for the watch to bring the change
+//! back (one round trip less per new object).
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use super::{Context, MANAGER, Result, patch::patch_object};
+use crate::cluster::finalizer_hold;
 
 /// What a reconcile is asked to do.
 pub enum Event<K> {
@@ -38,8 +42,9 @@ where
 {
     let index = object.finalizers().iter().position(|f| f == name);
     let deleting = object.meta().deletion_timestamp.is_some();
+    let exposed = finalizer_hold::exposed(object.meta(), name, MANAGER);
     match (index, deleting) {
-        (Some(_), false) => reconcile(Event::Apply(object)).await,
+        (Some(_), false) if !exposed => reconcile(Event::Apply(object)).await,
         (None, true) => Ok(Action::await_change()),
         (Some(index), true) => {
             let action = reconcile(Event::Cleanup(object.clone())).await?;
@@ -60,7 +65,9 @@ where
                 Err(error) => Err(error.into()),
             }
         }
-        (None, false) => {
+        // Missing, or there but not held by the operator while another
+        // applier holds finalizers: applied under the operator's manager.
+        (_, false) => {
             let body = json!({
                 "apiVersion": K::api_version(&()),
                 "kind": K::kind(&()),

@@ -41,9 +41,7 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-/// Holds an AccessToken until its token is revoked.
-pub const FINALIZER: &str = "tokensmith.dev/revoke";
-pub use crate::cluster::labels::{MANAGED_BY, MANAGER};
+pub use crate::cluster::labels::{FINALIZER, MANAGED_BY, MANAGER};
 
 /// How long running reconciles may take to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -8,6 +8,7 @@
 //! exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod finalizer_policy;
 pub mod fixture;
 pub mod oauth;
 pub mod operator;
@@ -363,4 +364,20 @@ pub fn tool(name: &str, args: &[&str]) -> std::process::Output {
         .env("HELM_DATA_HOME", helm_home("data"))
         .output()
         .unwrap_or_else(|e| panic!("{name} runs: {e}"))
+}
+
+/// The Kubernetes version the suite runs on: the one the project pins
+/// (hack/versions.env), or the one `TOKENSMITH_KUBERNETES_VERSION` asks for
+/// (as hack/control-plane.sh reads it).
+pub fn kubernetes_version() -> String {
+    if let Ok(version) = std::env::var("TOKENSMITH_KUBERNETES_VERSION") {
+        return version;
+    }
+    let pins = std::fs::read_to_string(repo_root().join("hack/versions.env")).unwrap();
+    pins.lines()
+        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+        .expect("KUBERNETES_VERSION is pinned")
+        .trim()
+        .trim_matches('"')
+        .to_string()
 }
