@@ -22,7 +22,7 @@ use support::{
     finalizer_policy::{self, ADMISSION_POLICIES},
     kubernetes_version,
     operator::Operator,
-    repo_root,
+    render_chart, repo_root,
     resources::{apply, is_ready, wait_for, wait_reason},
     schemas::write_schemas,
     tool,
@@ -57,30 +57,7 @@ fn render(values: &[&str]) -> String {
 /// The chart rendered with `values` for a cluster that serves (beyond
 /// helm's defaults) `api_versions`.
 fn render_with(values: &[&str], api_versions: &[&str]) -> String {
-    let chart = chart();
-    let version = kubernetes_version();
-    let mut args = vec![
-        "template",
-        "tokensmith",
-        chart.to_str().unwrap(),
-        "--namespace",
-        "tokensmith-system",
-        "--kube-version",
-        &version,
-    ];
-    for api_version in api_versions {
-        args.extend(["--api-versions", api_version]);
-    }
-    for value in values {
-        args.extend(["--set", value]);
-    }
-    let output = tool("helm", &args);
-    assert!(
-        output.status.success(),
-        "helm template {values:?}: {}",
-        text(&output)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    render_chart("tokensmith", values, api_versions)
 }
 
 /// The documents of `yaml`, and the default ClusterTokenIssuer the chart

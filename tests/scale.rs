@@ -256,13 +256,7 @@ async fn figures_at_scale() {
         .await;
         let added = target - created;
         cpu_per_token.push(round.cpu);
-        let per_token = |verb: &str, resource: &str| {
-            round
-                .requests
-                .get(&(verb.to_string(), resource.to_string()))
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let per_token = |verb, resource| round.per_token(verb, resource);
         let ready = Memory::of(&operator).await;
         let settled = Memory::settled(&operator).await;
         let seconds = latencies(&round.tokens);
@@ -326,17 +320,11 @@ async fn figures_at_scale() {
     }
     for ((target, raw, raw_cpu), round) in limits.iter().zip(&with_policy) {
         let (rate, cpu) = (round.rate(), &round.cpu);
-        let per_token = |verb: &str| {
-            round
-                .requests
-                .get(&(verb.to_string(), "accesstokens".to_string()))
-                .copied()
-                .unwrap_or(0.0)
-        };
         more.push(format!(
             "| with the chart's finalizer policy (`finalizerPolicy.enabled`, off by default), the steps again in a namespace of their own: {target} tokens | {rate:.1} tokens/s = {:.0} % of the limit at {target} (goal: ≥ 90 %) | PATCH accesstokens per token {:.2} (the finalizer comes with the create) | CPU ms per token, this run / the raw client's: API server {:.2} / {:.2}, etcd {:.2} / {:.2}, operator {:.2}, this test {:.2} / {:.2}; all {:.2} / {:.2} |",
             rate * 100.0 / raw.max(f64::MIN_POSITIVE),
-            per_token("PATCH") + per_token("APPLY") - 1.0,
+            round.per_token("PATCH", "accesstokens") + round.per_token("APPLY", "accesstokens")
+                - 1.0,
             cpu.api_server,
             raw_cpu.api_server,
             cpu.etcd,
@@ -390,6 +378,14 @@ struct Round {
 impl Round {
     fn rate(&self) -> f64 {
         self.tokens.len() as f64 / self.ready_time.as_secs_f64()
+    }
+
+    /// Requests of `verb` on `resource` per token.
+    fn per_token(&self, verb: &str, resource: &str) -> f64 {
+        self.requests
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 

@@ -18,16 +18,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectM
 /// does not hold `finalizer`.
 pub fn exposed(meta: &ObjectMeta, finalizer: &str, manager: &str) -> bool {
     let present = meta.finalizers.iter().flatten().any(|f| f == finalizer);
-    let entries = meta.managed_fields.iter().flatten();
-    let held_by_us = entries
-        .clone()
-        .any(|entry| entry.manager.as_deref() == Some(manager) && holds(entry, Some(finalizer)));
-    let another_applier_holds_finalizers = entries.clone().any(|entry| {
-        entry.manager.as_deref() != Some(manager)
-            && entry.operation.as_deref() == Some("Apply")
-            && holds(entry, None)
-    });
-    present && another_applier_holds_finalizers && !held_by_us
+    let entries = || meta.managed_fields.iter().flatten();
+    present
+        && entries().any(|entry| {
+            entry.manager.as_deref() != Some(manager)
+                && entry.operation.as_deref() == Some("Apply")
+                && holds(entry, None)
+        })
+        && !entries()
+            .any(|entry| entry.manager.as_deref() == Some(manager) && holds(entry, Some(finalizer)))
 }
 
 /// Whether `entry` holds `finalizer`, or any finalizer when `None`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ControlPlane, kubernetes_version, repo_root, tool};
+use super::{ControlPlane, render_chart, repo_root};
 
 /// What the chart asks before it renders the policy.
 pub const ADMISSION_POLICIES: &str = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
@@ -53,34 +53,19 @@ impl FinalizerPolicy {
         if !served(cp) {
             return None;
         }
-        let chart = repo_root().join("charts/tokensmith");
-        let version = kubernetes_version();
-        let rendered = tool(
-            "helm",
-            &[
-                "template",
-                release,
-                chart.to_str().unwrap(),
-                "--kube-version",
-                &version,
-                "--api-versions",
-                ADMISSION_POLICIES,
-                "--set",
-                "finalizerPolicy.enabled=true",
-                "--show-only",
-                "templates/finalizer-policy.yaml",
-            ],
+        let rendered = render_chart(
+            release,
+            &["finalizerPolicy.enabled=true"],
+            &[ADMISSION_POLICIES],
         );
-        assert!(
-            rendered.status.success(),
-            "helm template: {}",
-            String::from_utf8_lossy(&rendered.stderr)
-        );
-        let mut documents: Vec<Value> =
-            serde_yaml::Deserializer::from_str(&String::from_utf8(rendered.stdout).unwrap())
-                .map(|doc| Value::deserialize(doc).unwrap())
-                .filter(|doc| !doc.is_null())
-                .collect();
+        let mut documents: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .filter(|doc| {
+                doc["kind"]
+                    .as_str()
+                    .is_some_and(|kind| kind.starts_with("MutatingAdmissionPolicy"))
+            })
+            .collect();
         let name = documents
             .iter()
             .find(|d| d["kind"] == "MutatingAdmissionPolicy")

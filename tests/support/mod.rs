@@ -381,3 +381,35 @@ pub fn kubernetes_version() -> String {
         .trim_matches('"')
         .to_string()
 }
+
+/// The chart's templates rendered by `helm template` as the release
+/// `release` in tokensmith-system, with `values` set, for a cluster of the
+/// suite's Kubernetes version that serves (beyond helm's defaults)
+/// `api_versions`.
+pub fn render_chart(release: &str, values: &[&str], api_versions: &[&str]) -> String {
+    let chart = repo_root().join("charts/tokensmith");
+    let version = kubernetes_version();
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        "tokensmith-system",
+        "--kube-version",
+        &version,
+    ];
+    for api_version in api_versions {
+        args.extend(["--api-versions", api_version]);
+    }
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let output = tool("helm", &args);
+    assert!(
+        output.status.success(),
+        "helm template {values:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
