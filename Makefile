@@ -30,7 +30,7 @@ crds:
 chart-docs:
 	cd charts/tokensmith && "$$(../../hack/control-plane.sh build)/helm-docs" --chart-search-root . --skip-version-footer --log-level warning
 
-## control-plane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, kubeconform, promtool, helm-docs
+## control-plane: build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, kubeconform, promtool, helm-docs, hey
 control-plane:
 	hack/control-plane.sh build
 

@@ -74,22 +74,30 @@ import (
 EOF
 }
 
-# promtool (the tests evaluate the chart's alert rules with it) and
-# helm-docs (the chart's README is generated from its values), each cached in
+# promtool (the tests evaluate the chart's alert rules with it),
+# helm-docs (the chart's README is generated from its values) and hey (make
+# bench's load generator for the token service), each cached in
 # a folder of its own so that a new version rebuilds only that tool, and
 # copied beside the control plane's binaries. The service-discovery plugins
 # promtool links by default are left out (remove_all_sd): the tests use
 # `promtool test rules` and `check rules` only.
 build_tools() {
   build_promtool
-  local dir="$cache_root/helm-docs-$HELM_DOCS_VERSION"
-  if [ ! -x "$dir/helm-docs" ]; then
-    log "go install helm-docs $HELM_DOCS_VERSION"
+  cached_go_install helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm-docs/cmd/helm-docs
+  cached_go_install hey "$HEY_VERSION" github.com/rakyll/hey
+}
+
+# `go install`s NAME from MODULE at VERSION into a cache folder of its own
+# (once per version) and copies it beside the control plane's binaries.
+cached_go_install() {
+  local name="$1" version="$2" module="$3"
+  local dir="$cache_root/$name-$version"
+  if [ ! -x "$dir/$name" ]; then
+    log "go install $name $version"
     mkdir -p "$dir"
-    CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -ldflags "-s -w" \
-      "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+    CGO_ENABLED=0 GOBIN="$dir" go install -trimpath -ldflags "-s -w" "$module@$version"
   fi
-  cmp -s "$dir/helm-docs" "$bin/helm-docs" 2>/dev/null || cp "$dir/helm-docs" "$bin/helm-docs"
+  cmp -s "$dir/$name" "$bin/$name" 2>/dev/null || cp "$dir/$name" "$bin/$name"
 }
 
 build_promtool() {

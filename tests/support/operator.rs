@@ -48,6 +48,11 @@ fn log_level() -> String {
 impl Operator {
     /// Starts `tokensmith run` with the operator's own identity and `extra` arguments.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Operator::start`], with `env` set in the operator's environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let cp = control_plane();
         cp.kubectl_output(&["create", "namespace", OPERATOR_NAMESPACE]);
         let beside = cp.kubeconfig.with_file_name("operator.kubeconfig");
@@ -56,12 +61,21 @@ impl Operator {
         } else {
             cp.kubeconfig.clone()
         };
-        Self::start_as(&kubeconfig, OPERATOR_NAMESPACE, extra)
+        Self::spawn(&kubeconfig, OPERATOR_NAMESPACE, extra, env)
     }
 
     /// Starts `tokensmith run` with the credentials of `kubeconfig`, its
     /// own namespace being `namespace`.
     pub fn start_as(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str]) -> Self {
+        Self::spawn(kubeconfig, namespace, extra, &[])
+    }
+
+    fn spawn(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = repo_root().join("target/tmp").join(format!(
             "operator-{}-{}.log",
@@ -102,6 +116,7 @@ impl Operator {
                 &lease,
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
