@@ -9,14 +9,11 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 fn main() -> std::process::ExitCode {
     // Before the runtime's threads exist, or they would have arenas already.
     tokensmith::telemetry::allocator::configure();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match tokensmith::cli::runtime::runtime() {
         Ok(runtime) => runtime.block_on(run()),
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {error}");
+            error.exit_code()
         }
     }
 }

@@ -385,3 +385,20 @@ async fn behaves_like_kubectl_namespace_context_output_and_exit_codes() {
     );
     assert!(said(&through_kubectl).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn a_bad_worker_thread_count_stops_the_binary_with_a_usage_error() {
+    for bad in ["0", "many", ""] {
+        let refused = bare(&["version", "--client"], &[("TOKIO_WORKER_THREADS", bad)]);
+        let text = said(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}: {text}");
+        assert!(
+            text.contains("TOKIO_WORKER_THREADS must be a number of worker threads")
+                && !text.contains("panicked")
+                && text.len() < 200,
+            "{bad:?}: {text}"
+        );
+    }
+    let one = bare(&["version", "--client"], &[("TOKIO_WORKER_THREADS", "1")]);
+    assert!(one.status.success(), "{}", said(&one));
+}

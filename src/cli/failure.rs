@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | 0 | done (`verify`: the token is valid) |
 //! | 1 | `verify`: the token is not valid |
-//! | 2 | the command line itself is wrong (clap's usage errors) |
+//! | 2 | the command line itself is wrong (clap's usage errors), or `TOKIO_WORKER_THREADS` ([`super::runtime`]) |
 //! | 3 | could not find out: no cluster configured or reachable, refused, the CRDs not installed, the JWKS not fetched |
 //! | 4 | the object named does not exist, or holds no token |
 

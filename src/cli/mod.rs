@@ -4,6 +4,7 @@
 
 mod failure;
 mod run;
+pub mod runtime;
 mod token;
 
 use std::{path::PathBuf, process::ExitCode};
