@@ -673,23 +673,20 @@ async fn every_token_looked_at_after(
     started_at: Timestamp,
     tokens: usize,
 ) -> Duration {
-    let started = Instant::now();
     let mut log = Tail::from_start(operator.log.clone());
-    loop {
-        let done = log
-            .lines()
-            .iter()
-            .filter_map(|line| every_token_looked_at(line, tokens))
-            .next();
-        if let Some(at) = done {
-            return Duration::try_from(at.duration_since(started_at)).unwrap_or_default();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "the restarted operator did not look at every token within 600 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let at = support::eventually(
+        Duration::from_secs(600),
+        "the restarted operator to look at every token",
+        || {
+            let lines = log.lines();
+            let done = lines
+                .iter()
+                .find_map(|line| every_token_looked_at(line, tokens));
+            std::future::ready(done)
+        },
+    )
+    .await;
+    Duration::try_from(at.duration_since(started_at)).unwrap_or_default()
 }
 
 /// Restarts the operator with `env` set, once it has looked at every one of
@@ -706,15 +703,13 @@ async fn restart_with_env(
     *operator = Operator::start_with_env(&[], env);
     let http = operator.http().await;
     every_token_looked_at_after(operator, started_at, tokens).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
     let form = [("grant_type", "client_credentials")];
-    while token_request(&http, operator, creds, &form).await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted token service did not serve the app"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(
+        Duration::from_secs(60),
+        "the restarted token service to serve the app",
+        || async { (token_request(&http, operator, creds, &form).await.0 == 200).then_some(()) },
+    )
+    .await;
 }
 
 /// `count` AccessTokens `PREFIX-0000`... of the issuer `signer` that live
@@ -1072,12 +1067,38 @@ struct Target {
     hey: std::path::PathBuf,
 }
 
+impl Target {
+    /// Where `endpoint` is served.
+    fn url(&self, endpoint: Endpoint) -> String {
+        match endpoint {
+            Endpoint::ClientCredentials => format!("{}/oauth/token", self.urls.0),
+            Endpoint::Introspection => format!("{}/oauth/introspect", self.urls.0),
+            Endpoint::Jwks => format!("{}/.well-known/jwks.json", self.urls.1),
+        }
+    }
+}
+
 /// Requests per second, p50 and p99 latency in ms, and how many failed.
 struct Load {
     rate: f64,
     p50: f64,
     p99: f64,
     failed: usize,
+}
+
+impl Load {
+    /// The table row of `name` measured `how` (generator and placement).
+    fn row(&self, name: &str, how: &str, goal: &str) -> String {
+        let Self {
+            rate,
+            p50,
+            p99,
+            failed,
+        } = self;
+        format!(
+            "| token service, {name} (c=16, {how}) | {rate:.0} requests/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed | {goal} | |"
+        )
+    }
 }
 
 /// Calls `endpoint` from `concurrency` tasks for `seconds`. Introspection
@@ -1093,11 +1114,12 @@ async fn load(
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let turn = Arc::new(AtomicUsize::new(0));
+    let url = target.url(endpoint);
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, urls, creds, tokens, turn) = (
+            let (http, url, creds, tokens, turn) = (
                 http.clone(),
-                target.urls.clone(),
+                url.clone(),
                 target.creds.clone(),
                 tokens.clone(),
                 turn.clone(),
@@ -1109,14 +1131,14 @@ async fn load(
                     let token = &tokens[turn.fetch_add(1, Ordering::Relaxed) % tokens.len()];
                     let request = match endpoint {
                         Endpoint::ClientCredentials => http
-                            .post(format!("{}/oauth/token", urls.0))
+                            .post(url.as_str())
                             .basic_auth(&creds.0, Some(&creds.1))
                             .form(&[("grant_type", "client_credentials")]),
                         Endpoint::Introspection => http
-                            .post(format!("{}/oauth/introspect", urls.0))
+                            .post(url.as_str())
                             .basic_auth(&creds.0, Some(&creds.1))
                             .form(&[("token", token.as_str())]),
-                        Endpoint::Jwks => http.get(format!("{}/.well-known/jwks.json", urls.1)),
+                        Endpoint::Jwks => http.get(url.as_str()),
                     };
                     let ok = match request.send().await {
                         Ok(response) => {
@@ -1163,16 +1185,10 @@ fn hey(
     let basic = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", target.creds.0, target.creds.1));
     let authorization = format!("Authorization: Basic {basic}");
-    let (url, form) = match endpoint {
-        Endpoint::ClientCredentials => (
-            format!("{}/oauth/token", target.urls.0),
-            Some("grant_type=client_credentials".to_string()),
-        ),
-        Endpoint::Introspection => (
-            format!("{}/oauth/introspect", target.urls.0),
-            Some(format!("token={token}")),
-        ),
-        Endpoint::Jwks => (format!("{}/.well-known/jwks.json", target.urls.1), None),
+    let form = match endpoint {
+        Endpoint::ClientCredentials => Some("grant_type=client_credentials".to_string()),
+        Endpoint::Introspection => Some(format!("token={token}")),
+        Endpoint::Jwks => None,
     };
     let mut command = match core {
         Some(core) => {
@@ -1197,7 +1213,8 @@ fn hey(
         command.args(["-H", &authorization, "-d", form]);
     }
     // hey's seconds are waited for without holding up the runtime's tasks.
-    let output = tokio::task::block_in_place(|| command.arg(&url).output()).expect("hey runs");
+    command.arg(target.url(endpoint));
+    let output = tokio::task::block_in_place(|| command.output()).expect("hey runs");
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "hey failed: {summary}");
     hey_summary(&summary).unwrap_or_else(|| panic!("hey's summary unread: {summary}"))
@@ -1402,15 +1419,7 @@ async fn token_service(
                 Generator::Hey => "hey",
                 Generator::TestClient => "this test's client",
             };
-            let Load {
-                rate,
-                p50,
-                p99,
-                failed,
-            } = load;
-            rows.push(format!(
-                "| token service, {name} (c=16, {generator}, {placement}) | {rate:.0} requests/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed | {goal} | |"
-            ));
+            rows.push(load.row(name, &format!("{generator}, {placement}"), goal));
             println!("{}", rows.last().unwrap());
         }
     }
@@ -1430,15 +1439,8 @@ async fn token_service(
         ("client_credentials", Endpoint::ClientCredentials),
         ("introspection of the same token", Endpoint::Introspection),
     ] {
-        let Load {
-            rate,
-            p50,
-            p99,
-            failed,
-        } = hey(&target, endpoint, &token[0], 16, 10, None);
-        rows.push(format!(
-            "| token service, {name} (c=16, hey, both on both cores, the operator with one worker thread: `TOKIO_WORKER_THREADS=1`) | {rate:.0} requests/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} failed | {GOAL} | |"
-        ));
+        let how = "hey, both on both cores, the operator with one worker thread: `TOKIO_WORKER_THREADS=1`";
+        rows.push(hey(&target, endpoint, &token[0], 16, 10, None).row(name, how, GOAL));
         println!("{}", rows.last().unwrap());
     }
     restart_with_env(operator, &[], tokens_present, &target.creds).await;

@@ -8,7 +8,7 @@ use tokio::runtime::{Builder, Runtime};
 
 /// The variable tokio reads for its worker count. Read here first, so that
 /// a bad value stops the binary with a message instead of tokio's panic.
-pub const WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
+const WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
 
 /// Why the runtime could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub fn runtime() -> Result<Runtime, RuntimeError> {
 
 /// The worker count `value` (the variable's, if set) asks for; `None`
 /// leaves tokio's default.
-pub fn worker_threads(value: Option<&OsStr>) -> Result<Option<usize>, RuntimeError> {
+fn worker_threads(value: Option<&OsStr>) -> Result<Option<usize>, RuntimeError> {
     let Some(value) = value else {
         return Ok(None);
     };
