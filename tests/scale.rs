@@ -104,6 +104,16 @@ impl Memory {
 const SETTLE: Duration =
     Duration::from_secs(tokensmith::telemetry::allocator::RELEASE_EVERY.as_secs() * 2 + 5);
 
+/// How long a measurement's namespace with `tokens` AccessTokens may take
+/// to be gone, every token revoked (about 70 a second here; allowed: 20).
+/// The next measurement waits for it: the token service measured while the
+/// operator revoked 500 tokens and the namespace controller collected their
+/// Secrets and events made a fifth fewer client_credentials a second (9 900
+/// against 12 700, by hand).
+fn revoked_within(tokens: usize) -> Duration {
+    Duration::from_secs(60 + tokens as u64 / 20)
+}
+
 /// CPU time each process taking part has used so far, in seconds: the API
 /// server, etcd, the controller-manager, the operator (when it runs) and
 /// this test, the client creating the tokens. Two cores are shared by all
@@ -297,7 +307,7 @@ async fn figures_at_scale() {
     more.extend(token_service(cp, &mut operator, &client, created).await);
     more.push(revoke_all(&operator, cp, &client, &ns.name, created).await);
     println!("{}", more.last().unwrap());
-    let (policy_ns, with_policy) = with_the_finalizer_policy(cp, &operator, &client, &steps).await;
+    let with_policy = with_the_finalizer_policy(cp, &operator, &client, &steps).await;
     operator.stop_with(libc::SIGTERM);
     let (limits, plain) = raw_limit(cp, &client, &steps, &written).await;
     for (((target, rate), (_, raw, raw_cpu)), cpu) in rates.iter().zip(&limits).zip(&cpu_per_token)
@@ -336,7 +346,6 @@ async fn figures_at_scale() {
             raw_cpu.total(),
         ));
     }
-    drop(policy_ns);
     more.push(format!(
         "| reference: plain Secret creates, 32 at a time | {plain:.1} Secrets/s | | |"
     ));
@@ -503,14 +512,16 @@ async fn issue(
 }
 
 /// The `steps` again, with the chart's finalizer policy in place, in a
-/// namespace of their own (returned, so that its tokens are not revoked
-/// while the limit is measured); the policy is removed after.
+/// namespace of their own; then the policy is removed and the namespace
+/// deleted, its tokens revoked, so that the limit is measured with as many
+/// tokens there as the operator had at each step, and with no revocation
+/// under way.
 async fn with_the_finalizer_policy(
     cp: &'static ControlPlane,
     operator: &Operator,
     client: &kube::Client,
     steps: &[usize],
-) -> (TestNamespace, Vec<Round>) {
+) -> Vec<Round> {
     let ns = TestNamespace::create(client, "policy").await;
     token_issuer(client, &ns.name, "signer", json!({})).await;
     let policy = FinalizerPolicy::apply(cp, "bench", Bound::Everywhere, &ns.name)
@@ -526,7 +537,8 @@ async fn with_the_finalizer_policy(
         created = target;
     }
     policy.remove();
-    (ns, rounds)
+    ns.delete_and_wait(client, revoked_within(created)).await;
+    rounds
 }
 
 /// The operator's writes (by its own identity, leader-election leases
@@ -766,11 +778,13 @@ async fn short_lifetimes(client: &kube::Client) -> String {
     }
     let least = revisions.iter().min().copied().unwrap_or(0);
     let rotations: i64 = revisions.iter().map(|r| (r - 1).max(0)).sum();
-    format!(
+    let row = format!(
         "| short lifetimes: {TOKENS} tokens (lifetime 1m, renewBefore 30s) watched for 150 s, every second | {rotations} rotations, each token rotated at least {} times | tokens seen past their expiry un-rotated: {} (goal: 0) | |",
         (least - 1).max(0),
         expired_unrotated.len()
-    )
+    );
+    ns.delete_and_wait(client, revoked_within(TOKENS)).await;
+    row
 }
 
 /// Deletes every AccessToken of `namespace` at once and measures their
@@ -871,11 +885,13 @@ async fn rotation_storm(client: &kube::Client) -> String {
     }
     let fullest = buckets.values().max().copied().unwrap_or(0);
     let spread = renewals.iter().max().unwrap_or(&0) - renewals.iter().min().unwrap_or(&0);
-    format!(
+    let row = format!(
         "| rotation storm: {TOKENS} tokens (lifetime 1h, renewBefore 20m) created in {:.1} s | renewal times spread over {spread} s | fullest 1-second bucket: {fullest} tokens, {:.1} % (goal: ≤ 2 %) | |",
         created_in.as_secs_f64(),
         fullest as f64 * 100.0 / renewals.len().max(1) as f64
-    )
+    );
+    ns.delete_and_wait(client, revoked_within(TOKENS)).await;
+    row
 }
 
 /// The limit: a client making the operator's requests for each new token
@@ -1444,6 +1460,7 @@ async fn token_service(
         println!("{}", rows.last().unwrap());
     }
     restart_with_env(operator, &[], tokens_present, &target.creds).await;
+    ns.delete_and_wait(client, revoked_within(0)).await;
     rows
 }
 

@@ -263,10 +263,31 @@ impl TestNamespace {
             .expect("namespace created");
         Self { name }
     }
+
+    /// Deletes the namespace and waits until it is gone, everything in it
+    /// included (a token's revocation, its Secret's collection): for a
+    /// measurement that must not share the machine with that work.
+    pub async fn delete_and_wait(mut self, client: &Client, timeout: Duration) {
+        let name = std::mem::take(&mut self.name);
+        let namespaces = Api::<Namespace>::all(client.clone());
+        namespaces
+            .delete(&name, &Default::default())
+            .await
+            .expect("namespace deleted");
+        eventually(timeout, &format!("namespace {name} gone"), || {
+            let namespaces = namespaces.clone();
+            let name = name.clone();
+            async move { matches!(namespaces.get_opt(&name).await, Ok(None)).then_some(()) }
+        })
+        .await;
+    }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return; // deleted already
+        }
         // Synchronous on purpose: Drop cannot await, and this also runs while
         // a failed test unwinds.
         let _ = control_plane().kubectl_output(&[
