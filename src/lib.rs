@@ -1,6 +1,7 @@
 //! tokensmith: a Kubernetes operator that mints, rotates and revokes API
 //! access tokens declared as `AccessToken` and `AppRegistration` resources.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod cluster;

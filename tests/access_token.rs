@@ -1057,6 +1057,104 @@ async fn with_the_chart_s_policy_the_finalizer_comes_with_the_token() {
     assert_eq!(applied.finalizers(), [FINALIZER]);
 }
 
+/// With the finalizer webhook (the chart's `finalizerWebhook`), a new token
+/// has the revocation finalizer from its creation and the operator writes
+/// only its status. The operator sets the webhook's caBundle to its CA, and
+/// writes nothing when it is set already. With the webhook down, a create
+/// still goes through (`failurePolicy: Ignore`) and the operator applies
+/// the finalizer itself.
+#[tokio::test]
+async fn the_finalizer_webhook_gives_the_finalizer_at_creation() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use support::operator::{Operator, free_port};
+    let fixture = Issued::new("webhook").await;
+    let ns = fixture.ns.name.as_str();
+    let name = format!("tokensmith-finalizer-{ns}");
+    let port = free_port();
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(fixture.client.clone());
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "webhooks": [{
+            "name": "finalizer.tokensmith.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 2,
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{port}{}", tokensmith::admission::PATH),
+            },
+            "rules": [{
+                "apiGroups": ["tokensmith.dev"], "apiVersions": ["*"],
+                "operations": ["CREATE"], "resources": ["accesstokens"],
+            }],
+            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ns } },
+        }],
+    }))
+    .unwrap();
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let mut webhook = Operator::start_on(port, &["--finalizer-webhook", &name]);
+    webhook.http().await;
+    let ca = Api::<ConfigMap>::namespaced(fixture.client.clone(), OPERATOR_NAMESPACE)
+        .get("tokensmith-ca")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .clone();
+    let trusted = eventually(TIMEOUT, "the operator to set the caBundle", || async {
+        let config = configs.get(&name).await.unwrap();
+        let bundle = config.webhooks.as_ref()?[0]
+            .client_config
+            .ca_bundle
+            .clone()?;
+        (bundle.0 == ca.as_bytes()).then_some(config)
+    })
+    .await;
+
+    let created = fixture.token("given", json!({})).await;
+    assert_eq!(created.finalizers(), [FINALIZER]);
+    let token = wait_reason(&fixture.tokens, "given", "Issued").await;
+    assert_eq!(token.finalizers(), [FINALIZER]);
+    let operator_writes: Vec<Option<String>> = token
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some("tokensmith"))
+        .map(|entry| entry.subresource.clone())
+        .collect();
+    assert_eq!(operator_writes, [Some("status".to_string())]);
+
+    // Restarted, with the caBundle right: no write.
+    webhook.stop_with(libc::SIGTERM);
+    let mut webhook = Operator::start_on(port, &["--finalizer-webhook", &name]);
+    webhook.http().await;
+    let after = configs.get(&name).await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, trusted.metadata.resource_version,
+        "the operator wrote a caBundle that was right"
+    );
+
+    // The webhook down: the create is not refused, and the finalizer comes
+    // from the operator.
+    webhook.stop_with(libc::SIGTERM);
+    let created = fixture.token("unhooked", json!({})).await;
+    assert!(
+        created.finalizers().is_empty(),
+        "{:?}",
+        created.finalizers()
+    );
+    let token = wait_reason(&fixture.tokens, "unhooked", "Issued").await;
+    assert_eq!(token.finalizers(), [FINALIZER]);
+    configs
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 // In this binary rather than tests/metrics.rs, whose own operator must be
 // the only one there: the series come from the shared operator's caches.
 #[tokio::test]

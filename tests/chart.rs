@@ -178,6 +178,7 @@ fn rendered_templates_pass_kubeconform_strict() {
             "podDisruptionBudget.minAvailable=2",
             "replicaCount=3",
             "finalizerPolicy.enabled=true",
+            "finalizerWebhook.enabled=true",
         ],
     ]
     .iter()
@@ -434,6 +435,92 @@ fn the_finalizer_policy_gives_the_operator_s_finalizer() {
     assert_eq!(policies(documents(&render_with(&enabled, &[]))), 0);
 }
 
+/// The finalizer webhook calls the operator's admission path on the chart's
+/// Service for AccessToken creates only, is skipped when it cannot answer,
+/// and the operator is told which configuration's caBundle to keep and may
+/// patch that one only. On by default.
+#[test]
+fn the_finalizer_webhook_calls_the_operator_for_new_tokens() {
+    let docs = documents(&render(&[
+        "finalizerWebhook.enabled=true",
+        "finalizerWebhook.timeoutSeconds=3",
+    ]));
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("the webhook configuration is rendered");
+    let name = config["metadata"]["name"].as_str().unwrap();
+    let webhook = &config["webhooks"][0];
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["timeoutSeconds"], 3);
+    assert_eq!(
+        webhook["rules"],
+        json!([{
+            "apiGroups": ["tokensmith.dev"], "apiVersions": ["*"],
+            "operations": ["CREATE"], "resources": ["accesstokens"], "scope": "Namespaced",
+        }])
+    );
+    let service = &webhook["clientConfig"]["service"];
+    assert_eq!(service["path"], tokensmith::admission::PATH);
+    let chart_service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(service["name"], chart_service["metadata"]["name"]);
+    assert_eq!(service["namespace"], chart_service["metadata"]["namespace"]);
+    assert_eq!(service["port"], chart_service["spec"]["ports"][0]["port"]);
+    let condition = webhook["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        condition.contains(&format!("\"{FINALIZER}\"")),
+        "{condition}"
+    );
+
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&format!("--finalizer-webhook={name}").as_str()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--service-name={}", service["name"].as_str().unwrap()).as_str()),
+        "{args:?}"
+    );
+    let operator_role = |docs: &[Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == service["name"])
+            .cloned()
+            .expect("the operator's ClusterRole")
+    };
+    let role = operator_role(&docs);
+    let rule = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["mutatingwebhookconfigurations"]))
+        .expect("a rule for the webhook's configuration");
+    assert_eq!(rule["resourceNames"], json!([name]));
+    assert_eq!(rule["verbs"], json!(["get", "patch"]));
+
+    let on = documents(&render(&[]));
+    assert!(
+        on.iter()
+            .any(|d| d["kind"] == "MutatingWebhookConfiguration")
+    );
+    let off = documents(&render(&["finalizerWebhook.enabled=false"]));
+    assert!(
+        !off.iter()
+            .any(|d| d["kind"] == "MutatingWebhookConfiguration")
+    );
+    let role = operator_role(&off);
+    assert!(!role.to_string().contains("mutatingwebhookconfigurations"));
+}
+
 #[tokio::test]
 async fn installs_and_its_rbac_is_enough_and_no_more() {
     let client = control_plane().client().await;
@@ -553,6 +640,12 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         ("patch", "leases.coordination.k8s.io".into(), &own[..]),
         ("update", "secrets".into(), &own[..]),
     ]);
+    // The finalizer webhook's configuration (on by default): its caBundle.
+    let webhook = format!("{fullname}-revoke-finalizer");
+    let webhook_config =
+        format!("mutatingwebhookconfigurations.admissionregistration.k8s.io/{webhook}");
+    granted.push(("get", webhook_config.clone(), &all[..]));
+    granted.push(("patch", webhook_config, &all[..]));
     for (verb, resource, scope) in &granted {
         assert!(
             can_i(&sa, verb, resource, scope),
@@ -574,6 +667,11 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
         ("create", "clusterroles.rbac.authorization.k8s.io", &all),
         ("create", "serviceaccounts/token", &elsewhere),
         ("get", "nodes", &all),
+        (
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io/another",
+            &all,
+        ),
     ];
     for (verb, resource, scope) in denied {
         assert!(
@@ -589,7 +687,12 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
     let operator = Operator::start_as(
         &kubeconfig,
         &release_ns.name,
-        &["--default-issuer", default_issuer.to_str().unwrap()],
+        &[
+            "--default-issuer",
+            default_issuer.to_str().unwrap(),
+            "--finalizer-webhook",
+            &webhook,
+        ],
     );
     let issuers: Api<ClusterTokenIssuer> = Api::all(client.clone());
     wait_for(
@@ -617,6 +720,16 @@ async fn installs_and_its_rbac_is_enough_and_no_more() {
     .await;
     support::oauth::registered(&apps, "client").await;
     operator.http().await;
+    let configs: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let config = configs.get(&webhook).await.unwrap();
+    assert!(
+        config.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .is_some(),
+        "the operator set the webhook's caBundle with the chart's RBAC"
+    );
     tokens
         .delete("workload", &Default::default())
         .await

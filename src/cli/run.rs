@@ -21,7 +21,7 @@ pub struct RunArgs {
     instance: Option<String>,
     /// Base URL clients reach the token service at; AppRegistration Secrets
     /// get `<URL>/oauth/token` as `token-url`. Default:
-    /// `https://tokensmith.<namespace>.svc`.
+    /// `https://<service-name>.<namespace>.svc`.
     #[arg(long, env = "TOKENSMITH_PUBLIC_URL", overrides_with = "public_url")]
     public_url: Option<String>,
     /// Where the token service listens (HTTPS).
@@ -36,6 +36,16 @@ pub struct RunArgs {
     /// generated once and the CA is published in the ConfigMap `tokensmith-ca`.
     #[arg(long, env = "TOKENSMITH_TLS_SECRET")]
     tls_secret: Option<String>,
+    /// The MutatingWebhookConfiguration of the finalizer webhook (the
+    /// chart's `finalizerWebhook`): the operator keeps its `caBundle` set to
+    /// the CA of the certificate it serves with.
+    #[arg(long, env = "TOKENSMITH_FINALIZER_WEBHOOK")]
+    finalizer_webhook: Option<String>,
+    /// The token service's Service in the operator's namespace: the
+    /// generated certificate names it (`NAME.<namespace>.svc` and the
+    /// like), as the API server calls the finalizer webhook there.
+    #[arg(long, env = "TOKENSMITH_SERVICE_NAME", default_value = "tokensmith")]
+    service_name: String,
     /// Token exchange: also accept service-account tokens whose audience is
     /// the Kubernetes API server (any token a pod mounts by default), not
     /// only those made for this token service's --public-url. Off by
@@ -101,15 +111,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = args.kube.client().await?;
     let public_url = args
         .public_url
-        .unwrap_or_else(|| format!("https://tokensmith.{}.svc", args.namespace));
+        .unwrap_or_else(|| format!("https://{}.{}.svc", args.service_name, args.namespace));
     let server = server::ServerConfig {
         listen: args.listen_address,
         tls_secret: args.tls_secret,
+        finalizer_webhook: args.finalizer_webhook,
         dns_names: vec![
-            "tokensmith".into(),
-            format!("tokensmith.{}", args.namespace),
-            format!("tokensmith.{}.svc", args.namespace),
-            format!("tokensmith.{}.svc.cluster.local", args.namespace),
+            args.service_name.clone(),
+            format!("{}.{}", args.service_name, args.namespace),
+            format!("{}.{}.svc", args.service_name, args.namespace),
+            format!("{}.{}.svc.cluster.local", args.service_name, args.namespace),
             "localhost".into(),
             "127.0.0.1".into(),
         ]

@@ -30,6 +30,7 @@ use kube::Client;
 use tracing::info;
 
 use crate::{
+    admission,
     cluster::{Watches, revocations::RevocationStore},
     telemetry::{Metrics, ReadyProbe},
 };
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     /// A `kubernetes.io/tls` Secret (`[namespace/]name`) to serve with;
     /// otherwise a certificate is generated (see [`tls`]).
     pub tls_secret: Option<String>,
+    /// The finalizer webhook's configuration, whose `caBundle` is kept set
+    /// (see [`crate::admission`]).
+    pub finalizer_webhook: Option<String>,
     /// Names the generated certificate is valid for.
     pub dns_names: Vec<String>,
     pub namespace: String,
@@ -74,6 +78,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/oauth/revoke", post(endpoints::revoke))
         .route("/oauth/token/info", get(endpoints::token_info))
         .route("/oauth/userinfo", get(endpoints::userinfo))
+        .merge(admission::router())
         .fallback(wellknown::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -107,6 +112,7 @@ fn endpoint_of(path: &str) -> &'static str {
         "/oauth/revoke" => "revocation",
         "/oauth/token/info" => "token_info",
         "/oauth/userinfo" => "userinfo",
+        admission::PATH => "admission",
         p if p.ends_with("/.well-known/jwks.json") => "jwks",
         p if p.contains("/.well-known/") => "discovery",
         _ => "other",
@@ -125,6 +131,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cert = serving_cert(&client, &config).await?;
+    trust_webhook(&client, &config, &cert).await;
     let rustls = RustlsConfig::from_pem(cert.cert_pem.clone(), cert.key_pem.clone()).await?;
     tokio::spawn(keep_serving_cert_fresh(
         client.clone(),
@@ -199,6 +206,21 @@ async fn serving_cert(client: &Client, config: &ServerConfig) -> anyhow::Result<
     }
 }
 
+/// Sets the finalizer webhook's `caBundle` to the CA of `cert`, if there is
+/// a webhook and the CA is known (a named Secret without `ca.crt` gives none).
+async fn trust_webhook(client: &Client, config: &ServerConfig, cert: &tls::ServingCert) {
+    let Some(webhook) = &config.finalizer_webhook else {
+        return;
+    };
+    match &cert.ca_pem {
+        Some(ca) => admission::ca_bundle::inject(client, webhook, ca).await,
+        None => tracing::warn!(
+            configuration = %webhook,
+            "the TLS Secret has no ca.crt: set the finalizer webhook's caBundle yourself (cert-manager's cainjector does)"
+        ),
+    }
+}
+
 /// Looks at the serving certificate every [`tls::RECHECK_EVERY`] and
 /// serves a new one as soon as there is one: the generated certificate
 /// renewed or re-made (by this replica or another), or the named Secret
@@ -218,6 +240,8 @@ async fn keep_serving_cert_fresh(
                 continue;
             }
         };
+        // Also mends a caBundle that a Helm upgrade emptied.
+        trust_webhook(&client, &config, &fresh).await;
         if fresh == serving {
             continue;
         }
@@ -248,6 +272,7 @@ mod tests {
             ("/oauth/revoke", "revocation"),
             ("/oauth/token/info", "token_info"),
             ("/oauth/userinfo", "userinfo"),
+            ("/admission/accesstoken-finalizer", "admission"),
             ("/issuers/team-a/signer/.well-known/jwks.json", "jwks"),
             ("/.well-known/openid-configuration", "discovery"),
             ("/anything/a/client/made/up", "other"),

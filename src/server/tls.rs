@@ -99,6 +99,8 @@ pub fn plan(existing: Option<&Existing>, wanted: &[String], now: i64) -> Plan {
 pub struct ServingCert {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// The CA that clients trust it by, where known.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ServingCert {
@@ -122,6 +124,7 @@ pub async fn from_secret(
     Ok(ServingCert {
         cert_pem: field(&secret, "tls.crt", &what)?,
         key_pem: field(&secret, "tls.key", &what)?,
+        ca_pem: field(&secret, "ca.crt", &what).ok(),
     })
 }
 
@@ -268,11 +271,13 @@ fn field(secret: &Secret, key: &str, what: &str) -> anyhow::Result<Vec<u8>> {
 fn read_generated(secret: &Secret) -> anyhow::Result<(String, ServingCert)> {
     let what = format!("Secret {GENERATED_SECRET}");
     let field = |key: &str| field(secret, key, &what);
+    let ca = field("ca.crt")?;
     Ok((
-        String::from_utf8(field("ca.crt")?)?,
+        String::from_utf8(ca.clone())?,
         ServingCert {
             cert_pem: field("tls.crt")?,
             key_pem: field("tls.key")?,
+            ca_pem: Some(ca),
         },
     ))
 }
@@ -381,6 +386,7 @@ impl Made {
         ServingCert {
             cert_pem: self.chain_pem.clone().into_bytes(),
             key_pem: self.key_pem.clone().into_bytes(),
+            ca_pem: Some(self.ca_pem.clone().into_bytes()),
         }
     }
 }

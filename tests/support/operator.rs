@@ -51,8 +51,18 @@ impl Operator {
         Self::start_with_env(extra, &[])
     }
 
+    /// Like [`Operator::start`], its token service on `port` (from
+    /// [`free_port`]), for a URL that must be known before it starts.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::start_with(extra, &[], Some(port))
+    }
+
     /// Like [`Operator::start`], with `env` set in the operator's environment.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, env, None)
+    }
+
+    fn start_with(extra: &[&str], env: &[(&str, &str)], port: Option<u16>) -> Self {
         let cp = control_plane();
         cp.kubectl_output(&["create", "namespace", OPERATOR_NAMESPACE]);
         let beside = cp.kubeconfig.with_file_name("operator.kubeconfig");
@@ -61,13 +71,13 @@ impl Operator {
         } else {
             cp.kubeconfig.clone()
         };
-        Self::spawn(&kubeconfig, OPERATOR_NAMESPACE, extra, env)
+        Self::spawn(&kubeconfig, OPERATOR_NAMESPACE, extra, env, port)
     }
 
     /// Starts `tokensmith run` with the credentials of `kubeconfig`, its
     /// own namespace being `namespace`.
     pub fn start_as(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str]) -> Self {
-        Self::spawn(kubeconfig, namespace, extra, &[])
+        Self::spawn(kubeconfig, namespace, extra, &[], None)
     }
 
     fn spawn(
@@ -75,6 +85,7 @@ impl Operator {
         namespace: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        port: Option<u16>,
     ) -> Self {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = repo_root().join("target/tmp").join(format!(
@@ -84,13 +95,7 @@ impl Operator {
         ));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let log_file = std::fs::File::create(&log).expect("log file");
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        };
-        let (port, metrics_port) = (free_port(), free_port());
+        let (port, metrics_port) = (port.unwrap_or_else(free_port), free_port());
         let url = format!("https://127.0.0.1:{port}");
         let metrics_url = format!("http://127.0.0.1:{metrics_port}");
         // Operators of one test binary share a lease, so one restarted in a
@@ -271,6 +276,14 @@ impl Drop for Operator {
                 .recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The value of `series` in an OpenMetrics text.
