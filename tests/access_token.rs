@@ -955,6 +955,19 @@ async fn a_secret_the_api_server_refuses_is_reported_not_retried() {
 }
 
 /// The field managers that hold the revocation finalizer on `token`.
+/// The subresource of each write the operator's field manager holds on
+/// `token` (`None`: the object itself, as for its finalizer).
+fn operator_writes(token: &AccessToken) -> Vec<Option<String>> {
+    token
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some("tokensmith"))
+        .map(|entry| entry.subresource.clone())
+        .collect()
+}
+
 fn finalizer_holders(token: &AccessToken) -> Vec<String> {
     token
         .metadata
@@ -1010,15 +1023,7 @@ async fn with_the_chart_s_policy_the_finalizer_comes_with_the_token() {
         "{:?}",
         token.metadata.managed_fields
     );
-    let operator_writes: Vec<Option<String>> = token
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|entry| entry.manager.as_deref() == Some("tokensmith"))
-        .map(|entry| entry.subresource.clone())
-        .collect();
-    assert_eq!(operator_writes, [Some("status".to_string())]);
+    assert_eq!(operator_writes(&token), [Some("status".to_string())]);
 
     let tenant = PatchParams::apply("tenant-gitops").force();
     let manifest = |finalizers: &[&str]| {
@@ -1072,38 +1077,19 @@ async fn the_finalizer_webhook_gives_the_finalizer_at_creation() {
     let name = format!("tokensmith-finalizer-{ns}");
     let port = free_port();
     let configs: Api<MutatingWebhookConfiguration> = Api::all(fixture.client.clone());
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": name },
-        "webhooks": [{
-            "name": "finalizer.tokensmith.dev",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Ignore",
-            "timeoutSeconds": 2,
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{port}{}", tokensmith::admission::PATH),
-            },
-            "rules": [{
-                "apiGroups": ["tokensmith.dev"], "apiVersions": ["*"],
-                "operations": ["CREATE"], "resources": ["accesstokens"],
-            }],
-            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ns } },
-        }],
-    }))
-    .unwrap();
+    let config = support::finalizer_webhook::configuration(
+        &name,
+        &format!("https://127.0.0.1:{port}"),
+        ns,
+        None,
+    );
     configs
         .create(&PostParams::default(), &config)
         .await
         .unwrap();
     let mut webhook = Operator::start_on(port, &["--finalizer-webhook", &name]);
     webhook.http().await;
-    let ca = Api::<ConfigMap>::namespaced(fixture.client.clone(), OPERATOR_NAMESPACE)
-        .get("tokensmith-ca")
-        .await
-        .unwrap()
-        .data
-        .unwrap()["ca.crt"]
-        .clone();
+    let ca = webhook.ca_pem().expect("the CA is published");
     let trusted = eventually(TIMEOUT, "the operator to set the caBundle", || async {
         let config = configs.get(&name).await.unwrap();
         let bundle = config.webhooks.as_ref()?[0]
@@ -1118,15 +1104,7 @@ async fn the_finalizer_webhook_gives_the_finalizer_at_creation() {
     assert_eq!(created.finalizers(), [FINALIZER]);
     let token = wait_reason(&fixture.tokens, "given", "Issued").await;
     assert_eq!(token.finalizers(), [FINALIZER]);
-    let operator_writes: Vec<Option<String>> = token
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|entry| entry.manager.as_deref() == Some("tokensmith"))
-        .map(|entry| entry.subresource.clone())
-        .collect();
-    assert_eq!(operator_writes, [Some("status".to_string())]);
+    assert_eq!(operator_writes(&token), [Some("status".to_string())]);
 
     // Restarted, with the caBundle right: no write.
     webhook.stop_with(libc::SIGTERM);

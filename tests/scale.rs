@@ -583,42 +583,11 @@ async fn with_admission(
 /// calling `operator` at its URL (there is no Service here) and trusting its
 /// CA as the operator would set it; returns its name.
 async fn finalizer_webhook(client: &kube::Client, operator: &Operator, namespace: &str) -> String {
-    use k8s_openapi::{
-        ByteString,
-        api::{admissionregistration::v1::MutatingWebhookConfiguration, core::v1::ConfigMap},
-    };
-    let ca = Api::<ConfigMap>::namespaced(client.clone(), &operator.namespace)
-        .get("tokensmith-ca")
-        .await
-        .unwrap()
-        .data
-        .unwrap()["ca.crt"]
-        .clone();
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let ca = operator.ca_pem().expect("the CA is published");
     let name = format!("bench-finalizer-{namespace}");
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": name },
-        "webhooks": [{
-            "name": "revoke-finalizer.tokensmith.dev",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Ignore",
-            "timeoutSeconds": 2,
-            "clientConfig": {
-                "url": format!("{}{}", operator.url, tokensmith::admission::PATH),
-                "caBundle": ByteString(ca.into_bytes()),
-            },
-            "rules": [{
-                "apiGroups": ["tokensmith.dev"], "apiVersions": ["*"],
-                "operations": ["CREATE"], "resources": ["accesstokens"], "scope": "Namespaced",
-            }],
-            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
-            "matchConditions": [{
-                "name": "without-the-revoke-finalizer",
-                "expression": "!has(object.metadata.finalizers) || !object.metadata.finalizers.exists(f, f == 'tokensmith.dev/revoke')",
-            }],
-        }],
-    }))
-    .unwrap();
+    let config =
+        support::finalizer_webhook::configuration(&name, &operator.url, namespace, Some(&ca));
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(&Default::default(), &config)
         .await

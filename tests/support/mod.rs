@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod finalizer_policy;
+pub mod finalizer_webhook;
 pub mod fixture;
 pub mod oauth;
 pub mod operator;

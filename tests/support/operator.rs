@@ -181,7 +181,7 @@ impl Operator {
     }
 
     /// The CA the token service's certificate is signed by, once published.
-    fn ca_pem(&self) -> Option<String> {
+    pub fn ca_pem(&self) -> Option<String> {
         let output = control_plane().kubectl_output(&[
             "get",
             "configmap",
