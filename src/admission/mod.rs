@@ -55,8 +55,76 @@ async fn review(
     let Some(patch) = finalizer::patch(&request.operation, &request.kind, finalizers) else {
         return Json(response.into_review());
     };
-    match response.with_patch(patch) {
-        Ok(patched) => Json(patched.into_review()),
-        Err(error) => Json(AdmissionResponse::from(&request).deny(error).into_review()),
+    // A patch that cannot be written lets the create through without it,
+    // as any failure of this webhook does: the operator adds the finalizer.
+    let answer = response
+        .with_patch(patch)
+        .unwrap_or_else(|_| AdmissionResponse::from(&request));
+    Json(answer.into_review())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        body::Body,
+        http::{Request, StatusCode},
+    };
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// An AdmissionReview of an AccessToken create whose object carries
+    /// `padding` bytes in an annotation.
+    fn review_of_a_new_token(padding: usize) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": { "group": "tokensmith.dev", "version": "v1alpha1", "kind": "AccessToken" },
+                "resource": { "group": "tokensmith.dev", "version": "v1alpha1", "resource": "accesstokens" },
+                "operation": "CREATE",
+                "userInfo": { "username": "tenant" },
+                "object": {
+                    "apiVersion": "tokensmith.dev/v1alpha1", "kind": "AccessToken",
+                    "metadata": { "name": "t", "namespace": "team", "annotations": { "pad": "x".repeat(padding) } },
+                    "spec": {},
+                },
+            },
+        })
+    }
+
+    /// As the token service mounts it: under a router whose other routes
+    /// take 16 KiB at most, an AdmissionReview of a large object (an
+    /// object may be about 1.5 MiB) is still answered, with the patch.
+    #[tokio::test]
+    async fn answers_a_large_review_with_the_finalizer() {
+        let service = Router::new()
+            .merge(router())
+            .layer(DefaultBodyLimit::max(16 * 1024));
+        let request = Request::post(PATH)
+            .header("content-type", "application/json")
+            .body(Body::from(review_of_a_new_token(1 << 20).to_string()))
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answer["response"]["uid"],
+            "705ab4f5-6393-11e8-b7cc-42010a800002"
+        );
+        assert_eq!(answer["response"]["allowed"], true);
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        // kube writes the patch's bytes as numbers, which the API server's
+        // decoder takes as well as base64.
+        let bytes: Vec<u8> = serde_json::from_value(answer["response"]["patch"].clone()).unwrap();
+        let patch: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            patch,
+            json!([{ "op": "add", "path": "/metadata/finalizers", "value": ["tokensmith.dev/revoke"] }])
+        );
     }
 }
