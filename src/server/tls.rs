@@ -140,7 +140,7 @@ pub async fn generated(
 ) -> anyhow::Result<ServingCert> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut attempts = 0;
-    let (ca_pem, cert) = loop {
+    let cert = loop {
         attempts += 1;
         let current = secrets.get_opt(GENERATED_SECRET).await?;
         let existing = current.as_ref().and_then(inspect);
@@ -166,14 +166,18 @@ pub async fn generated(
             }
         };
         match store(&secrets, current, &made).await {
-            Ok(()) => break (made.ca_pem.clone(), made.serving()),
+            Ok(()) => break made.serving(),
             // Another replica wrote it meanwhile: look again (it may have
             // made just what is needed).
             Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => continue,
             Err(e) => return Err(e.into()),
         }
     };
-    publish_ca(client, namespace, ca_pem).await?;
+    let ca_pem = cert
+        .ca_pem
+        .clone()
+        .expect("a generated certificate's CA is known");
+    publish_ca(client, namespace, String::from_utf8(ca_pem)?).await?;
     Ok(cert)
 }
 
@@ -268,18 +272,14 @@ fn field(secret: &Secret, key: &str, what: &str) -> anyhow::Result<Vec<u8>> {
         .ok_or_else(|| anyhow::anyhow!("{what} has no {key}"))
 }
 
-fn read_generated(secret: &Secret) -> anyhow::Result<(String, ServingCert)> {
+fn read_generated(secret: &Secret) -> anyhow::Result<ServingCert> {
     let what = format!("Secret {GENERATED_SECRET}");
     let field = |key: &str| field(secret, key, &what);
-    let ca = field("ca.crt")?;
-    Ok((
-        String::from_utf8(ca.clone())?,
-        ServingCert {
-            cert_pem: field("tls.crt")?,
-            key_pem: field("tls.key")?,
-            ca_pem: Some(ca),
-        },
-    ))
+    Ok(ServingCert {
+        cert_pem: field("tls.crt")?,
+        key_pem: field("tls.key")?,
+        ca_pem: Some(field("ca.crt")?),
+    })
 }
 
 /// What the generated Secret holds, read from its certificates; `None`
