@@ -22,10 +22,12 @@ use kube::core::{
 /// Where the API server sends its AdmissionReviews.
 pub const PATH: &str = "/admission/accesstoken-finalizer";
 
-/// The largest AdmissionReview read: an object as large as etcd stores
-/// (about 1.5 MiB) with room to spare. Larger, the API server's call fails
-/// and `failurePolicy: Ignore` lets the create through.
-const MAX_REVIEW_BYTES: usize = 4 << 20;
+/// The largest AdmissionReview read: far more than an AccessToken needs,
+/// and small enough that whoever reaches the token service (it is public)
+/// cannot make it hold much: 1 024 connections × 256 KiB. A larger review
+/// (a token with huge annotations) fails, `failurePolicy: Ignore` lets the
+/// create through, and the operator writes the finalizer itself.
+const MAX_REVIEW_BYTES: usize = 256 << 10;
 
 /// The webhook's route, for the token service's router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -94,9 +96,22 @@ mod tests {
         })
     }
 
+    /// The token service is public: a review larger than an AccessToken
+    /// needs is refused before it is held (the API server then creates the
+    /// token without the webhook).
+    #[tokio::test]
+    async fn refuses_a_review_too_large_to_hold() {
+        let request = Request::post(PATH)
+            .header("content-type", "application/json")
+            .body(Body::from(review_of_a_new_token(300 << 10).to_string()))
+            .unwrap();
+        let response = router::<()>().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
     /// As the token service mounts it: under a router whose other routes
-    /// take 16 KiB at most, an AdmissionReview of a large object (an
-    /// object may be about 1.5 MiB) is still answered, with the patch.
+    /// take 16 KiB at most, an AdmissionReview of a 200 KiB object is still
+    /// answered, with the patch.
     #[tokio::test]
     async fn answers_a_large_review_with_the_finalizer() {
         let service = Router::new()
@@ -104,7 +119,7 @@ mod tests {
             .layer(DefaultBodyLimit::max(16 * 1024));
         let request = Request::post(PATH)
             .header("content-type", "application/json")
-            .body(Body::from(review_of_a_new_token(1 << 20).to_string()))
+            .body(Body::from(review_of_a_new_token(200 << 10).to_string()))
             .unwrap();
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
